@@ -85,3 +85,32 @@ def check_leaks(request):
     leaked_ports = _listening_ports() - ports_before
     if leaked_ports:
         pytest.fail(f"test left listening ports behind: {sorted(leaked_ports)}")
+
+
+@pytest.fixture
+def recc_dirs(monkeypatch):
+    """Private RECC folders for this test, exported to this process and its children."""
+    from tests.harness import make_dirs
+
+    dirs = make_dirs()
+    for key, value in dirs.items():
+        if not key.startswith("_"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.delenv("RECC_DAEMON", raising=False)
+    monkeypatch.delenv("RECC_CLUSTER", raising=False)
+    yield dirs
+    import shutil
+
+    shutil.rmtree(dirs["_base"], ignore_errors=True)
+
+
+@pytest.fixture
+def daemon(recc_dirs):
+    """A running `reccd` in private folders; stopped (and its clusters deleted) after the test."""
+    from tests.harness import Daemon
+
+    d = Daemon(recc_dirs).start()
+    try:
+        yield d
+    finally:
+        d.cleanup()

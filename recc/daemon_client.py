@@ -1,0 +1,192 @@
+"""The library's client for the daemon: discovery, auto-start, and one method per API call.
+
+It is synchronous (``http.client`` over the Unix socket) so the CLI and scripts need no
+event loop; async code calls it through ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import quote, urlencode
+
+from recc.errors import DaemonUnavailable, RECCError, error_from_json
+from recc.paths import daemon_log_path, ensure_private_dir, log_dir, socket_path
+
+START_TIMEOUT = float(os.environ.get("RECC_DAEMON_START_TIMEOUT", "30"))
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float | None) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def daemon_address() -> str:
+    """``RECC_DAEMON`` (a socket path or ``unix://`` URL), else the well-known socket."""
+    value = os.environ.get("RECC_DAEMON")
+    if value:
+        return value.removeprefix("unix://")
+    return str(socket_path())
+
+
+class DaemonClient:
+    """One client per daemon address; cheap to create, one connection per request."""
+
+    def __init__(self, address: str | None = None, timeout: float = 60.0) -> None:
+        self.address = address or daemon_address()
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"DaemonClient({self.address!r})"
+
+    def _unavailable(self) -> DaemonUnavailable:
+        return DaemonUnavailable(f"No RECC daemon at {self.address}.",
+                                 hint="start it with `reccd` or `recc daemon start`, or run `recc doctor`")
+
+    def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
+        return _UnixHTTPConnection(self.address, timeout)
+
+    def request(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> Any:
+        conn = self._connection(timeout or self.timeout)
+        try:
+            payload = json.dumps(body).encode() if body is not None else None
+            headers = {"Content-Type": "application/json"} if payload is not None else {}
+            conn.request(method, path, body=payload, headers=headers)
+            response = conn.getresponse()
+            raw = response.read()
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise self._unavailable() from None
+        except (socket.timeout, TimeoutError):
+            raise DaemonUnavailable(f"the RECC daemon at {self.address} did not answer {method} {path} in time",
+                                    hint=f"see its log at {daemon_log_path()}") from None
+        finally:
+            conn.close()
+        try:
+            data = json.loads(raw) if raw else {}
+        except ValueError:
+            raise RECCError(f"the daemon sent a malformed answer to {method} {path}") from None
+        if response.status >= 400:
+            raise error_from_json(data)
+        return data
+
+    # -- discovery and start ------------------------------------------------------------
+
+    def health(self, timeout: float = 5.0) -> dict[str, Any]:
+        info = self.request("GET", "/v1/health", timeout=timeout)
+        if info.get("uid") not in (None, getattr(os, "getuid", lambda: None)()):
+            raise DaemonUnavailable(f"the daemon at {self.address} belongs to another user")
+        return info
+
+    def is_alive(self) -> bool:
+        try:
+            self.health()
+            return True
+        except DaemonUnavailable:
+            return False
+
+    @classmethod
+    def connect(cls, start: bool = True, address: str | None = None, quiet: bool = False) -> "DaemonClient":
+        """A client for a daemon that answers, starting one if allowed and none runs."""
+        client = cls(address)
+        try:
+            client.health()
+            return client
+        except DaemonUnavailable:
+            if not start:
+                raise
+        client.start_daemon(quiet=quiet)
+        return client
+
+    def start_daemon(self, quiet: bool = False) -> None:
+        """Spawn ``python -m reccd`` in its own session and wait until it answers."""
+        if os.environ.get("RECC_DAEMON") and Path(self.address) != socket_path():
+            raise self._unavailable()  # an explicit address we cannot start a daemon for
+        out = open(os.open(ensure_private_dir(log_dir()) / "reccd.stdout", os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                           0o600), "ab")
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "reccd"], stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+        finally:
+            out.close()
+        if not quiet:
+            print("Starting the RECC daemon...", file=sys.stderr, flush=True)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.is_alive():
+                return
+            if proc.poll() is not None and not self.is_alive():
+                tail = _tail(log_dir() / "reccd.stdout", 5)
+                raise DaemonUnavailable(f"the RECC daemon exited at start: {tail or 'no output'}",
+                                        hint=f"see {daemon_log_path()}")
+            time.sleep(0.1)
+        raise DaemonUnavailable(f"the RECC daemon did not answer within {START_TIMEOUT:.0f}s",
+                                hint=f"see {daemon_log_path()}")
+
+    # -- API ------------------------------------------------------------------------------
+
+    def list_clusters(self, include_gone: bool = False) -> list[dict[str, Any]]:
+        return self.request("GET", "/v1/clusters" + ("?all=1" if include_gone else ""))["clusters"]
+
+    def create_cluster(self, spec: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+        return self.request("POST", "/v1/clusters", {"spec": spec, "name": name})
+
+    def get_cluster(self, name: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/clusters/{quote(name, safe='')}")
+
+    def delete_cluster(self, name: str) -> dict[str, Any]:
+        return self.request("DELETE", f"/v1/clusters/{quote(name, safe='')}", timeout=300)
+
+    def scale(self, name: str, n_workers: int) -> dict[str, Any]:
+        return self.request("POST", f"/v1/clusters/{quote(name, safe='')}/scale", {"n_workers": n_workers},
+                            timeout=600)
+
+    def connection(self, name: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/clusters/{quote(name, safe='')}/connection")
+
+    def logs(self, name: str, tail: int | None = None) -> dict[str, list[str]]:
+        query = f"?{urlencode({'tail': tail})}" if tail is not None else ""
+        return self.request("GET", f"/v1/clusters/{quote(name, safe='')}/logs{query}")["logs"]
+
+    def shutdown(self) -> None:
+        self.request("POST", "/v1/shutdown")
+
+    def events(self, cluster: str | None = None, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """Follow the daemon's event stream (one dict per event) until it ends."""
+        conn = self._connection(timeout)
+        try:
+            conn.request("GET", "/v1/events" + (f"?{urlencode({'cluster': cluster})}" if cluster else ""))
+            response = conn.getresponse()
+        except (FileNotFoundError, ConnectionRefusedError):
+            conn.close()
+            raise self._unavailable() from None
+        try:
+            for line in response:
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            conn.close()
+
+
+def _tail(path: Path, n: int) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-n:])
+    except OSError:
+        return ""

@@ -1,0 +1,131 @@
+"""The daemon process: one per user, on a private Unix socket, until told to stop.
+
+Start-up order matters: the private runtime folder and the lock come first (so two
+daemons never race for the socket), then a stale socket is replaced only if connecting
+to it is refused, then state, then the listener, then the info file that says we are up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from contextlib import suppress
+from pathlib import Path
+from typing import IO
+
+from aiohttp import web
+
+from recc import __version__
+from recc.errors import DaemonAlreadyRunning
+from recc.paths import (check_socket_path, daemon_log_path, data_dir, ensure_private_dir, runtime_dir,
+                        socket_path, write_private_file)
+from reccd.events import EventBus
+from reccd.manager import ClusterManager
+from reccd.server import make_app
+from reccd.state import State
+
+log = logging.getLogger("reccd")
+
+SHUTDOWN_TIMEOUT = float(os.environ.get("RECC_SHUTDOWN_TIMEOUT", "30"))
+
+
+def acquire_lock(path: Path, sock: Path) -> IO[str]:
+    """Hold an exclusive lock for the daemon's lifetime; a second daemon is refused."""
+    handle = open(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+")
+    try:
+        if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
+            import msvcrt
+
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise DaemonAlreadyRunning(f"a RECC daemon is already running at {sock}",
+                                   hint="see `recc daemon status`; stop it with `recc daemon stop`") from None
+    return handle
+
+
+def clear_stale_socket(sock: Path) -> None:
+    """Remove a socket file nobody listens on. Only 'connection refused' means stale."""
+    if not sock.exists():
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(sock))
+    except ConnectionRefusedError:
+        sock.unlink()
+        log.warning("removed a stale socket at %s (its daemon is gone)", sock)
+        return
+    except FileNotFoundError:
+        return
+    finally:
+        probe.close()
+    raise DaemonAlreadyRunning(f"another process is listening on {sock}", hint="stop it with `recc daemon stop`")
+
+
+def setup_logging() -> Path:
+    path = daemon_log_path()
+    ensure_private_dir(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    handler = logging.StreamHandler(os.fdopen(fd, "a", buffering=1))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    return path
+
+
+async def serve() -> None:
+    log_path = setup_logging()
+    runtime = ensure_private_dir(runtime_dir())
+    sock = socket_path()
+    check_socket_path(sock)
+    lock = acquire_lock(runtime / "reccd.lock", sock)
+    try:
+        clear_stale_socket(sock)
+        data = ensure_private_dir(data_dir())
+        state = State(data / "state.db")
+        await state.open()
+        bus = EventBus()
+        manager = ClusterManager(state, bus, ensure_private_dir(data / "clusters"))
+        stop = asyncio.Event()
+        info = {"pid": os.getpid(), "socket": str(sock), "version": __version__, "started_at": time.time(),
+                "log": str(log_path)}
+        app = make_app(manager, bus, info, stop.set, str(log_path))
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        old_umask = os.umask(0o177)  # the socket is 0600 from the moment it exists
+        try:
+            await web.UnixSite(runner, str(sock)).start()
+        finally:
+            os.umask(old_umask)
+        os.chmod(sock, 0o600)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            with suppress(NotImplementedError, AttributeError):
+                loop.add_signal_handler(sig, stop.set)
+        await manager.start()
+        write_private_file(runtime / "reccd.json", json.dumps(info))
+        log.info("reccd %s listening on %s (pid %s)", __version__, sock, os.getpid())
+        print(f"reccd {__version__} listening on {sock}", flush=True)
+        await stop.wait()
+        log.info("stopping: deleting this daemon's clusters")
+        await manager.shutdown(SHUTDOWN_TIMEOUT)
+        await runner.cleanup()
+        await state.close()
+    finally:
+        with suppress(FileNotFoundError):
+            (runtime / "reccd.json").unlink()
+        with suppress(FileNotFoundError):
+            sock.unlink()
+        lock.close()
+    log.info("stopped")

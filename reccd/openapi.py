@@ -1,0 +1,79 @@
+"""The daemon API's OpenAPI description, served at ``/v1/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _ok(schema: dict[str, Any], status: str = "200", media: str = "application/json") -> dict[str, Any]:
+    return {
+        status: {"description": "success", "content": {media: {"schema": schema}}},
+        "default": {"description": "an error", "content": {"application/json": {"schema": _ref("Error")}}},
+    }
+
+
+NAME = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+         "description": "cluster name or id"}]
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "reccd", "version": "1",
+             "description": "The RECC per-user daemon, served over a Unix socket owned by its user."},
+    "paths": {
+        "/v1/health": {"get": {"summary": "daemon identity and liveness", "responses": _ok({"type": "object"})}},
+        "/v1/openapi.json": {"get": {"summary": "this document", "responses": _ok({"type": "object"})}},
+        "/v1/clusters": {
+            "get": {"summary": "list clusters",
+                    "parameters": [{"name": "all", "in": "query", "schema": {"type": "boolean"},
+                                    "description": "include deleted and failed clusters"}],
+                    "responses": _ok({"type": "object", "properties": {
+                        "clusters": {"type": "array", "items": _ref("Cluster")}}})},
+            "post": {"summary": "create a cluster (returns at once; follow /v1/events or poll)",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                         "type": "object", "required": ["spec"],
+                         "properties": {"spec": _ref("ClusterSpec"), "name": {"type": "string"}}}}}},
+                     "responses": _ok(_ref("Cluster"), "202")},
+        },
+        "/v1/clusters/{name}": {
+            "get": {"summary": "one cluster with its events", "parameters": NAME, "responses": _ok(_ref("Cluster"))},
+            "delete": {"summary": "delete a cluster and everything made for it", "parameters": NAME,
+                       "responses": _ok(_ref("Cluster"))},
+        },
+        "/v1/clusters/{name}/scale": {"post": {
+            "summary": "scale to n_workers", "parameters": NAME,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["n_workers"],
+                "properties": {"n_workers": {"type": "integer", "minimum": 0}}}}}},
+            "responses": _ok(_ref("Cluster"))}},
+        "/v1/clusters/{name}/connection": {"get": {
+            "summary": "tunnel address, dashboard link and client TLS material (owner only)", "parameters": NAME,
+            "responses": _ok({"type": "object"})}},
+        "/v1/clusters/{name}/logs": {"get": {
+            "summary": "log lines per component", "parameters": NAME + [
+                {"name": "tail", "in": "query", "schema": {"type": "integer", "minimum": 0}}],
+            "responses": _ok({"type": "object"})}},
+        "/v1/events": {"get": {
+            "summary": "event stream, one JSON object per line",
+            "parameters": [{"name": "cluster", "in": "query", "schema": {"type": "string"}}],
+            "responses": _ok({"type": "object"}, media="application/x-ndjson")}},
+        "/v1/shutdown": {"post": {"summary": "delete the daemon's clusters and stop",
+                                  "responses": _ok({"type": "object"}, "202")}},
+    },
+    "components": {"schemas": {
+        "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+            "type": "object", "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                           "hint": {"type": "string", "nullable": True}}}}},
+        "ClusterSpec": {"type": "object", "description": "fields of recc.spec.ClusterSpec; all optional",
+                        "additionalProperties": True},
+        "Cluster": {"type": "object", "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"}, "provider": {"type": "string"},
+            "template": {"type": "string"}, "status": {"type": "string"},
+            "workers": {"type": "object"}, "cost_per_hour": {"type": "number", "nullable": True},
+            "endpoints": {"type": "object"}, "tunnel": {"type": "object"}}},
+    }},
+}

@@ -1,0 +1,166 @@
+"""The daemon's HTTP API (``/v1``) over its Unix socket.
+
+Every answer is JSON; every error is ``{"error": {"code", "message", "hint"}}``. A bad
+request never takes the daemon down: unknown exceptions become a 500 that names the
+log file, with the traceback only in that log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import struct
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from recc import __version__
+from recc.errors import BadRequest, InternalError, NotFound, RECCError
+from reccd.events import EventBus
+from reccd.manager import ClusterManager
+from reccd.openapi import OPENAPI
+
+log = logging.getLogger("reccd.server")
+
+MAX_BODY = 1 << 20
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(exc: RECCError) -> web.Response:
+    return web.json_response(exc.to_json(), status=exc.http_status)
+
+
+def peer_uid(request: web.Request) -> int | None:
+    """The connecting process's uid on a Unix socket (SO_PEERCRED), else None."""
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if sock is None or sock.family != socket.AF_UNIX or not hasattr(socket, "SO_PEERCRED"):
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+def make_app(manager: ClusterManager, bus: EventBus, info: dict[str, Any],
+             stop: Callable[[], None], log_path: str) -> web.Application:
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        uid = peer_uid(request)
+        if uid is not None and uid != os.getuid():
+            log.warning("refused a request from uid %s", uid)
+            return web.json_response({"error": {"code": "forbidden", "message": "this daemon serves only its owner",
+                                                "hint": None}}, status=403)
+        try:
+            return await handler(request)
+        except RECCError as exc:
+            return error_response(exc)
+        except web.HTTPException as exc:
+            if exc.status == 404:
+                return error_response(NotFound(f"no such endpoint: {request.method} {request.path}",
+                                               hint="see /v1/openapi.json"))
+            if exc.status == 405:
+                return web.json_response({"error": {"code": "method-not-allowed",
+                                                    "message": f"{request.method} is not allowed on {request.path}",
+                                                    "hint": "see /v1/openapi.json"}}, status=405)
+            if exc.status == 413:
+                return error_response(BadRequest(f"request body larger than {MAX_BODY} bytes"))
+            return web.json_response({"error": {"code": "http-error", "message": exc.reason, "hint": None}},
+                                     status=exc.status)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - never a traceback over the socket
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return error_response(InternalError("internal error", hint=f"see {log_path}"))
+
+    async def body(request: web.Request) -> dict[str, Any]:
+        if not request.can_read_body:
+            return {}
+        raw = await request.read()
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest("the request body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise BadRequest("the request body must be a JSON object")
+        return data
+
+    routes = web.RouteTableDef()
+
+    @routes.get("/v1/health")
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response(dict(info, status="ok", uid=os.getuid()))
+
+    @routes.get("/v1/openapi.json")
+    async def openapi(request: web.Request) -> web.Response:
+        return web.json_response(OPENAPI)
+
+    @routes.get("/v1/clusters")
+    async def list_clusters(request: web.Request) -> web.Response:
+        include_gone = request.query.get("all", "") in ("1", "true", "yes")
+        return web.json_response({"clusters": await manager.list(include_gone)})
+
+    @routes.post("/v1/clusters")
+    async def create_cluster(request: web.Request) -> web.Response:
+        data = await body(request)
+        name = data.get("name")
+        if name is not None and not isinstance(name, str):
+            raise BadRequest("name must be a string")
+        if "spec" not in data:
+            raise BadRequest("the request needs a 'spec' object", hint="see /v1/openapi.json")
+        return web.json_response(await manager.create(data["spec"], name), status=202)
+
+    @routes.get("/v1/clusters/{name}")
+    async def get_cluster(request: web.Request) -> web.Response:
+        return web.json_response(await manager.describe(request.match_info["name"]))
+
+    @routes.delete("/v1/clusters/{name}")
+    async def delete_cluster(request: web.Request) -> web.Response:
+        return web.json_response(await manager.delete(request.match_info["name"]))
+
+    @routes.post("/v1/clusters/{name}/scale")
+    async def scale_cluster(request: web.Request) -> web.Response:
+        data = await body(request)
+        return web.json_response(await manager.scale(request.match_info["name"], data.get("n_workers")))
+
+    @routes.get("/v1/clusters/{name}/connection")
+    async def connection(request: web.Request) -> web.Response:
+        return web.json_response(await manager.connection(request.match_info["name"]))
+
+    @routes.get("/v1/clusters/{name}/logs")
+    async def logs(request: web.Request) -> web.Response:
+        try:
+            tail = int(request.query["tail"]) if "tail" in request.query else None
+        except ValueError:
+            raise BadRequest("tail must be a whole number") from None
+        if tail is not None and tail < 0:
+            raise BadRequest("tail must not be negative")
+        return web.json_response({"logs": await manager.logs(request.match_info["name"], tail)})
+
+    @routes.get("/v1/events")
+    async def events(request: web.Request) -> web.StreamResponse:
+        sub = bus.subscribe(request.query.get("cluster"))
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        try:
+            await response.write(b'{"type": "stream.open"}\n')
+            while True:
+                event = await sub.get()
+                await response.write(json.dumps(event).encode() + b"\n")
+                if event["type"] == "stream.dropped":
+                    break
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            sub.close()
+        return response
+
+    @routes.post("/v1/shutdown")
+    async def shutdown(request: web.Request) -> web.Response:
+        asyncio.get_running_loop().call_soon(stop)
+        return web.json_response({"status": "stopping"}, status=202)
+
+    app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
+    app.add_routes(routes)
+    return app
