@@ -242,7 +242,10 @@ def _plural(n: int, word: str) -> str:
 
 
 def format_plan(plan: Plan, spec: ClusterSpec) -> str:
-    """One line for people, e.g. ``plan: 43 x r5.4xlarge (7 workers/node) for 300 workers, est. $43.34/h (us-east-1)``."""
+    """One line for people, e.g.
+
+    ``plan: 43 x r5.4xlarge (7 workers/node) for 300 workers, est. $43.34/h (us-east-1)``
+    """
     cost = f"est. {format_money(plan.cost_per_hour)}/h"
     if plan.provider == "local":
         a = plan.allocatable

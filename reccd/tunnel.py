@@ -35,6 +35,7 @@ log = logging.getLogger("reccd.tunnel")
 Resolver = Callable[[], Awaitable[Endpoint | None]]
 
 READ_SIZE = 256 * 1024  # one recv_into per loop wake-up moves up to this much
+HEAD_READ = 16 * 1024  # before linking (dashboard gate): idle or hostile connections stay cheap
 WRITE_HIGH = 1024 * 1024  # pause the source once this much waits for the destination
 # Keepalive below every load-balancer idle timeout we know of (AWS NLB: 350 s), and a dead
 # peer is noticed within ~40 s even when the application is silent.
@@ -72,7 +73,7 @@ class _Side(asyncio.BufferedProtocol):
         self.peer: _Side | None = None  # set once both sockets exist
         self.write_paused = False
         self.nbytes = 0
-        self._buf = memoryview(bytearray(READ_SIZE))
+        self._buf = memoryview(bytearray(0))
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -83,6 +84,8 @@ class _Side(asyncio.BufferedProtocol):
         self.conn.made(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        if len(self._buf) < (READ_SIZE if self.peer is not None else HEAD_READ):
+            self._buf = memoryview(bytearray(READ_SIZE if self.peer is not None else HEAD_READ))
         return self._buf
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -133,6 +136,8 @@ class _Conn:
 
     def made(self, side: _Side) -> None:
         if not side.upstream:
+            self.tunnel._conns.add(self)
+            self.tunnel.accepted += 1
             self.tunnel._accepted(self)
         elif self.closed:  # the local side went away while we were connecting
             assert side.transport is not None
@@ -155,10 +160,7 @@ class _Conn:
         """One side ended (EOF or error): end the other at once so the client notices."""
         if side is self.remote and exc is not None and not self.closed:
             self.tunnel.last_error = f"upstream connection lost: {_describe(exc)}"
-        self.closed = True
-        for pending in (self.task, self.timer):
-            if pending is not None:
-                pending.cancel()
+        self._stop()
         other = self.remote if side is self.local else self.local
         transport = other.transport if other is not None else None
         if transport is None or transport.is_closing():
@@ -170,12 +172,15 @@ class _Conn:
             if transport.get_write_buffer_size():
                 asyncio.get_running_loop().call_later(CLOSE_GRACE, transport.abort)
 
-    def abort(self) -> list[_Side]:
-        """Drop both sides now (tunnel shutdown); returns the sides still to be reported lost."""
+    def _stop(self) -> None:
         self.closed = True
         for pending in (self.task, self.timer):
             if pending is not None:
                 pending.cancel()
+
+    def abort(self) -> list[_Side]:
+        """Drop both sides now (tunnel shutdown); returns the sides still to be reported lost."""
+        self._stop()
         sides = [s for s in (self.local, self.remote) if s is not None and s.transport is not None]
         for side in sides:
             assert side.transport is not None
@@ -266,11 +271,11 @@ class Tunnel:
     def _set_state(self, state: str) -> None:
         if self.state != state and self.state != "closed":
             self.state, self.state_since = state, time.time()
+            log.info("%s tunnel on port %s is %s%s", self.kind, self.port, state,
+                     f" ({self.last_error})" if state == "down" else "")
 
     def _accepted(self, conn: _Conn) -> None:
         """A local connection arrived: hold its bytes until the upstream is there."""
-        self._conns.add(conn)
-        self.accepted += 1
         assert conn.local.transport is not None
         conn.local.transport.pause_reading()
         conn.task = asyncio.get_running_loop().create_task(self._connect(conn))
@@ -363,8 +368,6 @@ class DashboardTunnel(Tunnel):
 
     def _accepted(self, conn: _Conn) -> None:
         # Unlike the plain tunnel, read at once: the head decides whether to connect at all.
-        self._conns.add(conn)
-        self.accepted += 1
         conn.timer = asyncio.get_running_loop().call_later(
             self.head_timeout, self._reply, conn, _response("408 Request Timeout", body="request head too slow\n"))
 

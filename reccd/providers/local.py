@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any, AsyncIterator, ClassVar, Sequence
 
-from recc.errors import ClusterExists, ClusterNotReady, ProviderError
+from recc.errors import BadRequest, ClusterExists, ClusterNotReady, ProviderError
 from recc.spec import ClusterSpec, check_name
 from reccd import procs
 from reccd.providers import Checkpoint, ClusterTLS, Endpoint, Endpoints, ProviderStatus
@@ -73,14 +73,16 @@ class LocalProvider:
         if await asyncio.to_thread(procs.find_marked, lambda m: procs.selects(self._mark(name), m)):
             raise ClusterExists(f"local cluster {name!r} already has running processes",
                                 hint="delete it first, or choose another name")
-        await asyncio.to_thread(write_tls_files, tls, folder)
+        # Spawning and writing the TLS files are quick and run on the loop, not in a thread, so a
+        # cancelled create can never leave a spawn or a write running behind a delete.
+        write_tls_files(tls, folder)
         (folder / "scheduler.json").unlink(missing_ok=True)
         cp: Checkpoint = {"dir": str(folder), "tls": True, "launch": {
             "nthreads": spec.worker_threads, "memory_limit": spec.worker_memory,
             "resources": dict(spec.resources), "env": dict(spec.env)}}
         yield copy.deepcopy(cp)
 
-        sched = await self._spawn(name, "scheduler", self._scheduler_argv(folder), spec.env)
+        sched = self._spawn(name, "scheduler", self._scheduler_argv(folder), spec.env)
         cp["scheduler"] = sched.record()
         yield copy.deepcopy(cp)
 
@@ -88,7 +90,7 @@ class LocalProvider:
         yield copy.deepcopy(cp)
 
         cp["workers"], cp["next_worker_id"] = [], 0
-        await self._add_workers(name, cp, spec.n_workers)
+        self._add_workers(name, cp, spec.n_workers)
         yield copy.deepcopy(cp)
 
         await self._wait_workers(name, cp)
@@ -113,11 +115,10 @@ class LocalProvider:
             argv += ["--resources", " ".join(f"{k}={v:g}" for k, v in launch["resources"].items())]
         return argv
 
-    async def _spawn(self, name: str, role: str, argv: list[str], env: dict[str, str]) -> procs.Spawned:
+    def _spawn(self, name: str, role: str, argv: list[str], env: dict[str, str]) -> procs.Spawned:
         folder = self._dir(name)
         env = {**env, "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True", "PYTHONUNBUFFERED": "1"}
-        spawned = await asyncio.to_thread(procs.spawn, argv, env=env, mark=self._mark(name, role),
-                                          log=folder / f"{role}.log", cwd=folder)
+        spawned = procs.spawn(argv, env=env, mark=self._mark(name, role), log=folder / f"{role}.log", cwd=folder)
         self._children[spawned.pid] = spawned.popen
         return spawned
 
@@ -139,14 +140,13 @@ class LocalProvider:
                 raise _failed(f"the scheduler did not start within {self.start_timeout:g} s", log)
             await asyncio.sleep(0.1)
 
-    async def _add_workers(self, name: str, cp: Checkpoint, n: int) -> None:
+    def _add_workers(self, name: str, cp: Checkpoint, n: int) -> None:
         folder, address = self._dir(name), cp["scheduler"]["address"]
         for _ in range(n):
             wid = cp["next_worker_id"]
             cp["next_worker_id"] = wid + 1
-            spawned = await self._spawn(name, f"worker-{wid}",
-                                        self._worker_argv(name, folder, address, wid, cp["launch"]),
-                                        cp["launch"]["env"])
+            argv = self._worker_argv(name, folder, address, wid, cp["launch"])
+            spawned = self._spawn(name, f"worker-{wid}", argv, cp["launch"]["env"])
             cp["workers"].append({"id": wid, "name": f"{name}-w{wid}", **spawned.record()})
 
     # ---------------------------------------------------------------- talking to the scheduler
@@ -219,6 +219,8 @@ class LocalProvider:
             raise ProviderError(f"could not remove {folder}", hint="remove it by hand")
 
     async def scale(self, name: str, n_workers: int, last: Checkpoint) -> Checkpoint:
+        if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 0:
+            raise BadRequest(f"n_workers must be a whole number >= 0, got {n_workers!r}")
         if not last or "port" not in last.get("scheduler", {}):
             raise ClusterNotReady(f"local cluster {name!r} has no running scheduler to scale")
         cp = copy.deepcopy(last)
@@ -236,7 +238,7 @@ class LocalProvider:
         cp["workers"] = live
         cp.setdefault("next_worker_id", max((w["id"] for w in live), default=-1) + 1)
         if n_workers > len(live):
-            await self._add_workers(name, cp, n_workers - len(live))
+            self._add_workers(name, cp, n_workers - len(live))
         elif n_workers < len(live):
             leaving = sorted(live, key=lambda w: w["id"])[n_workers:]
             try:
