@@ -284,3 +284,11 @@ class TestLocalProvider(ProviderContract):
         finally:
             stranger.send_signal(signal.SIGKILL)
             stranger.wait()
+
+    @pytest.mark.slow
+    async def test_worker_that_dies_is_reported_with_its_log(self, provider):
+        async with self.cluster(provider, "c10", 0) as (seen, tls):
+            broken = {**seen[-1], "launch": {**seen[-1]["launch"], "memory_limit": "not-a-size"}}
+            with pytest.raises(ProviderError, match=r"c10-w0 exited .*worker-0\.log") as failed:
+                await provider.scale("c10", 1, broken)
+            assert "Last lines" in failed.value.message

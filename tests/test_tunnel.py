@@ -103,6 +103,12 @@ async def read_to_end(reader: asyncio.StreamReader, timeout: float = 1.0) -> byt
     return b"".join(chunks)
 
 
+async def eventually(condition: Callable[[], bool], timeout: float = 1.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
 def closed_port() -> int:
     """A port nothing listens on (bound and released)."""
     with socket.socket() as s:
@@ -225,8 +231,7 @@ async def test_upstream_close_reaches_local_within_a_second() -> None:
         async with connect(tunnel.port) as (reader, writer):
             writer.write(b"ping")
             assert await read_to_end(reader, timeout=1) == b"bye"
-        await asyncio.sleep(0.05)
-        assert tunnel.connections == 0
+        await eventually(lambda: tunnel.connections == 0)
 
 
 async def test_local_close_reaches_upstream_promptly() -> None:
@@ -256,8 +261,7 @@ async def test_close_drops_connections_and_frees_the_port() -> None:
         await tunnel.close()  # idempotent
         with pytest.raises(ConnectionRefusedError):
             await asyncio.open_connection("127.0.0.1", port)
-        await asyncio.sleep(0.05)
-        assert not up.writers  # the upstream side was closed too
+        await eventually(lambda: not up.writers)  # the upstream side was closed too
         with socket.socket() as s:  # the port can be bound again
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", port))
@@ -397,5 +401,4 @@ async def test_dashboard_garbage_and_silence_are_rejected_and_listener_stays_up(
         assert status == 431
         status, _, body = await http(tunnel.port, get("/status", f"Cookie: {tunnel.cookie_name}={tunnel.token}"))
         assert status == 200 and body.startswith(b"dashboard at /status")
-        await asyncio.sleep(0.05)
-        assert tunnel.connections == 0
+        await eventually(lambda: tunnel.connections == 0)

@@ -166,10 +166,10 @@ class LocalProvider:
             return await asyncio.wait_for(getattr(r, op)(**kwargs), timeout)
 
     async def _scheduler_workers(self, cp: Checkpoint, timeout: float = 10.0) -> set[str]:
-        """Names of the workers the scheduler knows and that are running."""
+        """Names of the workers the scheduler knows and that are not on their way out."""
         ident = await self._call(cp, "identity", timeout=timeout)
         return {str(w.get("name")) for w in ident.get("workers", {}).values()
-                if w.get("status", "running") in ("running", "init")}
+                if w.get("status") not in ("closing", "closing_gracefully", "closed", "failed")}
 
     async def _wait_workers(self, name: str, cp: Checkpoint, gone: set[str] = frozenset()) -> None:
         """Until the scheduler sees every worker of ``cp`` and none of ``gone``; errors name the missing."""

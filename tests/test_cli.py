@@ -1,0 +1,73 @@
+"""The `recc` command as a person uses it: plans, templates, and errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def recc(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "recc.cli", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_plan_json_for_a_large_cluster(recc_dirs) -> None:
+    out = recc("plan", "large-cluster-large-workers", "--workers", "300", "--json")
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    assert plan["nodes"] == 43 and plan["workers_per_node"] == 7
+    assert plan["cost_per_hour"] == pytest.approx(43 * 1.008, abs=0.01)
+
+
+def test_plan_text_shows_nodes_and_dollars(recc_dirs) -> None:
+    out = recc("plan", "small-cluster-small-workers", "--workers", "10", "--instance-type", "m5.2xlarge")
+    assert out.returncode == 0, out.stderr
+    assert "m5.2xlarge" in out.stdout and "$" in out.stdout and "/h" in out.stdout
+
+
+def test_templates_are_listed(recc_dirs) -> None:
+    out = recc("templates", "--json")
+    assert out.returncode == 0
+    assert {"local", "small-cluster-small-workers", "large-cluster-large-workers", "gpu-workers"} <= set(
+        json.loads(out.stdout))
+
+
+@pytest.mark.parametrize("args, words", [
+    (["plan", "no-such-template"], ["no-such-template", "large-cluster-large-workers"]),
+    (["plan", "small-cluster-small-workers", "--workers", "-2"], ["n_workers"]),
+    (["plan", "small-cluster-small-workers", "--worker-memory", "500GiB"], ["m5.xlarge"]),
+    (["plan", "small-cluster-small-workers", "--worker-cpu", "64"], ["m5.xlarge"]),
+    (["plan", "small-cluster-small-workers", "--instance-type", "m5.huge"], ["m5.huge"]),
+    (["plan", "small-cluster-small-workers", "--worker-gpu", "1"], ["GPU"]),
+    (["plan", "small-cluster-small-workers", "--worker-memory", "lots"], ["worker_memory"]),
+    (["plan", "small-cluster-small-workers", "--region", "mars-north-1"], ["mars-north-1"]),
+    (["scale", "ghost", "-1"], ["0 or more"]),
+])
+def test_impossible_specs_fail_with_one_line_and_no_traceback(recc_dirs, args, words) -> None:
+    out = recc(*args)
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr
+    first = out.stderr.splitlines()[0]
+    assert first.startswith("recc: ")
+    for word in words:
+        assert word.lower() in out.stderr.lower(), out.stderr
+
+
+def test_down_all_needs_confirmation_when_not_interactive(daemon) -> None:
+    out = subprocess.run([sys.executable, "-m", "recc.cli", "up", "local", "--workers", "1", "--name", "keep"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    refused = subprocess.run([sys.executable, "-m", "recc.cli", "down", "--all"], capture_output=True, text=True,
+                             timeout=60, stdin=subprocess.DEVNULL)
+    assert refused.returncode != 0 and "--yes" in refused.stderr
+    assert [c["name"] for c in daemon.client().list_clusters()] == ["keep"]
+    done = recc("down", "--all", "--yes")
+    assert done.returncode == 0 and "deleted keep" in done.stdout
+    assert daemon.client().list_clusters() == []
+
+
+def test_daemon_status_reports_absence(recc_dirs) -> None:
+    out = recc("daemon", "status", "--json")
+    assert out.returncode == 1 and json.loads(out.stdout)["running"] is False
