@@ -80,7 +80,9 @@ class ProviderContract:
 
     def pytest_generate_tests(self, metafunc):
         if "step" in metafunc.fixturenames:
-            metafunc.parametrize("step", range(self.create_steps + 1))
+            # losing a step's checkpoint needs a step: that test starts at 1
+            first = 1 if metafunc.function.__name__ == "test_delete_from_the_previous_checkpoint" else 0
+            metafunc.parametrize("step", range(first, self.create_steps + 1))
 
     @pytest.fixture
     def provider(self, tmp_path):
@@ -184,8 +186,6 @@ class ProviderContract:
     @pytest.mark.slow
     async def test_delete_from_the_previous_checkpoint(self, provider, step):
         """Step n happened but its checkpoint was never journaled: delete gets step n-1's."""
-        if step == 0:
-            pytest.skip("no step to lose")
         failing = FailsAtStep(step)
         try:
             await failing.run(provider, "c5", self.make_spec(1), make_cluster_tls("c5"))
