@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any, Callable
@@ -282,6 +283,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - a person gets one line; RECC_DEBUG=1 shows the traceback
+        if os.environ.get("RECC_DEBUG"):
+            raise
+        print(f"recc: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print("  hint: this is a bug in RECC; run again with RECC_DEBUG=1 for the traceback and report it",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

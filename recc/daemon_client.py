@@ -72,7 +72,8 @@ class DaemonClient:
             conn.request(method, path, body=payload, headers=headers)
             response = conn.getresponse()
             raw = response.read()
-        except (FileNotFoundError, ConnectionRefusedError):
+        except (FileNotFoundError, ConnectionError):
+            # refused, reset or closed mid-answer: no daemon (or one that is stopping)
             raise self._unavailable() from None
         except (socket.timeout, TimeoutError):
             raise DaemonUnavailable(f"the RECC daemon at {self.address} did not answer {method} {path} in time",
@@ -174,7 +175,7 @@ class DaemonClient:
         try:
             conn.request("GET", "/v1/events" + (f"?{urlencode({'cluster': cluster})}" if cluster else ""))
             response = conn.getresponse()
-        except (FileNotFoundError, ConnectionRefusedError):
+        except (FileNotFoundError, ConnectionError):
             conn.close()
             raise self._unavailable() from None
         try:

@@ -165,6 +165,7 @@ class ClusterManager:
                 row = await self.state.update(row["id"], checkpoint=checkpoint) or row
                 await self._event(row, "cluster.progress", f"step {step} done", step=step, has=sorted(checkpoint))
             await self._open_tunnels(row, provider, last or {})
+            await self._observe_one(row, provider, last or {})
             await self._set_status(row, ClusterStatus.RUNNING, "running")
         except Exception as exc:  # noqa: BLE001 - any failure must remove what exists
             message = exc.message if isinstance(exc, RECCError) else f"internal error ({type(exc).__name__}); see the daemon log"
@@ -191,6 +192,9 @@ class ClusterManager:
         await sched.start()
         await dash.start()
         self._tunnels[row["id"]] = (sched, dash)
+
+    async def _observe_one(self, row: dict[str, Any], provider: Provider, checkpoint: Checkpoint) -> None:
+        [self._observed[row["id"]]] = await provider.status([row["name"]], [checkpoint])
 
     async def _close_tunnels(self, cid: str) -> None:
         for tunnel in self._tunnels.pop(cid, ()):
@@ -221,6 +225,7 @@ class ClusterManager:
                 raise
             row = await self.state.update(row["id"], checkpoint=checkpoint, target_workers=n_workers,
                                           spec=spec.to_dict()) or row
+            await self._observe_one(row, self.provider(row["provider"]), checkpoint)
             row = await self._set_status(row, ClusterStatus.RUNNING, f"scaled to {n_workers} workers")
             return self.view(row)
 
