@@ -97,6 +97,11 @@ class ClusterSpec:
     source_paths: tuple[str, ...] = ()
     tags: Mapping[str, str] = field(default_factory=dict)
     idle_timeout: float | None = 20 * 60.0
+    no_client_timeout: float | None = 10 * 60.0
+    heartbeat_ttl: float = 15 * 60.0
+    harvest_warning: float = 2 * 60.0
+    persist: bool = False
+    job_id: str | None = None
 
     def __post_init__(self) -> None:
         # Normalise in place (frozen: object.__setattr__) so every spec that exists is valid.
@@ -127,6 +132,15 @@ class ClusterSpec:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise SpecError(f"{int_field} must be a whole number >= {low}, got {value!r}")
         put("idle_timeout", parse_seconds(self.idle_timeout, "idle_timeout"))
+        put("no_client_timeout", parse_seconds(self.no_client_timeout, "no_client_timeout"))
+        put("heartbeat_ttl", parse_seconds(self.heartbeat_ttl, "heartbeat_ttl"))
+        put("harvest_warning", parse_seconds(self.harvest_warning, "harvest_warning"))
+        if self.heartbeat_ttl is None:
+            raise SpecError("heartbeat_ttl cannot be turned off: it is what stops a cluster whose daemon is gone")
+        if not isinstance(self.persist, bool):
+            raise SpecError(f"persist must be true or false, got {self.persist!r}")
+        if self.job_id is not None and not isinstance(self.job_id, str):
+            raise SpecError(f"job_id must be a string, got {self.job_id!r}")
         put("resources", {str(k): float(v) for k, v in dict(self.resources).items()})
         put("env", {str(k): str(v) for k, v in dict(self.env).items()})
         put("tags", {str(k): str(v) for k, v in dict(self.tags).items()})

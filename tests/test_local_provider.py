@@ -241,8 +241,9 @@ class TestLocalProvider(ProviderContract):
         async with self.cluster(provider, "c7", 1) as (seen, tls):
             assert seen[0] == {"dir": str(provider.workdir / "c7"), "tls": True, "launch": seen[0]["launch"]}
             assert set(seen[1]["scheduler"]) == {"pid", "pgid", "create_time"}
-            assert {"address", "port", "dashboard_port"} <= set(seen[2]["scheduler"])
-            [w] = seen[3]["workers"]
+            [w] = seen[2]["workers"]  # workers start beside the scheduler (they read its scheduler file)
+            assert "address" not in seen[2]["scheduler"]
+            assert {"address", "port", "dashboard_port"} <= set(seen[3]["scheduler"])
             assert (w["id"], w["name"]) == (0, "c7-w0") and w["pgid"] == w["pid"]
             assert seen[4]["ready"] is True
             assert os.getpgid(seen[1]["scheduler"]["pid"]) == seen[1]["scheduler"]["pid"]  # own session

@@ -99,3 +99,9 @@ def load_provider(name: str, **kwargs: Any) -> Provider:
         )
     module, _, cls = target.partition(":")
     return getattr(importlib.import_module(module), cls)(**kwargs)
+
+
+# Providers also implement (spend safety):
+#
+#     async def heartbeat(self, name: str, last: Checkpoint, ttl: float) -> IdleFacts:
+#         """Renew the cluster-side dead-man switch for ``ttl`` seconds and return its idle facts."""

@@ -86,11 +86,13 @@ class LocalProvider:
         cp["scheduler"] = sched.record()
         yield copy.deepcopy(cp)
 
-        cp["scheduler"].update(await self._wait_scheduler(folder, sched.popen))
-        yield copy.deepcopy(cp)
-
+        # Workers start beside the scheduler and find it through its scheduler file: their
+        # interpreters start while the scheduler's does, instead of after it.
         cp["workers"], cp["next_worker_id"] = [], 0
         self._add_workers(name, cp, spec.n_workers)
+        yield copy.deepcopy(cp)
+
+        cp["scheduler"].update(await self._wait_scheduler(folder, sched.popen))
         yield copy.deepcopy(cp)
 
         await self._wait_workers(name, cp)
@@ -104,8 +106,8 @@ class LocalProvider:
                 "--tls-key", str(folder / "scheduler-key.pem"),
                 "--scheduler-file", str(folder / "scheduler.json")]
 
-    def _worker_argv(self, name: str, folder: Path, address: str, wid: int, launch: dict) -> list[str]:
-        argv = [self.python, "-m", "distributed.cli.dask_worker", address,
+    def _worker_argv(self, name: str, folder: Path, wid: int, launch: dict) -> list[str]:
+        argv = [self.python, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(folder / "scheduler.json"),
                 "--nthreads", str(launch["nthreads"]), "--memory-limit", str(launch["memory_limit"]),
                 "--name", f"{name}-w{wid}", "--host", HOST, "--no-dashboard",
                 "--tls-ca-file", str(folder / "ca.pem"), "--tls-cert", str(folder / "worker.pem"),
@@ -141,11 +143,11 @@ class LocalProvider:
             await asyncio.sleep(0.1)
 
     def _add_workers(self, name: str, cp: Checkpoint, n: int) -> None:
-        folder, address = self._dir(name), cp["scheduler"]["address"]
+        folder = self._dir(name)
         for _ in range(n):
             wid = cp["next_worker_id"]
             cp["next_worker_id"] = wid + 1
-            argv = self._worker_argv(name, folder, address, wid, cp["launch"])
+            argv = self._worker_argv(name, folder, wid, cp["launch"])
             spawned = self._spawn(name, f"worker-{wid}", argv, cp["launch"]["env"])
             cp["workers"].append({"id": wid, "name": f"{name}-w{wid}", **spawned.record()})
 
