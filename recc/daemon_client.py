@@ -146,8 +146,15 @@ class DaemonClient:
     def list_clusters(self, include_gone: bool = False) -> list[dict[str, Any]]:
         return self.request("GET", "/v1/clusters" + ("?all=1" if include_gone else ""))["clusters"]
 
-    def create_cluster(self, spec: dict[str, Any], name: str | None = None) -> dict[str, Any]:
-        return self.request("POST", "/v1/clusters", {"spec": spec, "name": name})
+    def create_cluster(self, spec: dict[str, Any], name: str | None = None,
+                       confirm_cost: bool = False) -> dict[str, Any]:
+        return self.request("POST", "/v1/clusters", {"spec": spec, "name": name, "confirm_cost": confirm_cost})
+
+    def extend(self, name: str, minutes: float = 30) -> dict[str, Any]:
+        return self.request("POST", f"/v1/clusters/{quote(name, safe='')}/extend", {"minutes": minutes})
+
+    def costs(self, by: str = "cluster") -> list[dict[str, Any]]:
+        return self.request("GET", f"/v1/costs?{urlencode({'by': by})}")["costs"]
 
     def get_cluster(self, name: str) -> dict[str, Any]:
         return self.request("GET", f"/v1/clusters/{quote(name, safe='')}")

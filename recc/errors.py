@@ -116,3 +116,10 @@ def error_from_json(body: dict[str, Any]) -> RECCError:
     if cls is RECCError:
         exc.code = code  # keep the daemon's code visible on an unknown class
     return exc
+
+
+class CostNotConfirmed(RECCError):
+    """The cluster would cost more per hour than the configured guard allows."""
+
+    code = "cost-not-confirmed"
+    http_status = 402

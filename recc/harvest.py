@@ -37,3 +37,143 @@ class IdleFacts:
         return {"last_activity": self.last_activity, "clients": self.clients,
                 "last_client_left": self.last_client_left, "observed_at": self.observed_at,
                 "started_at": self.started_at}
+
+
+# --- the decision -----------------------------------------------------------------------
+
+IDLE = "idle"
+NO_CLIENT = "no-client"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with one cluster now, and why, in words a person reads.
+
+    ``action`` is ``"keep"``, ``"warn"`` (harvest is near: tell the user, who may
+    extend) or ``"harvest"``. ``clock`` is the clock that sets ``deadline`` (``"idle"``,
+    ``"no-client"``, or None when no clock runs). ``deadline`` is when the cluster will be
+    harvested if nothing changes, in the same clock as the facts; ``seconds_left`` is
+    ``deadline - now``, never below 0.
+    """
+
+    action: str
+    reason: str
+    clock: str | None
+    deadline: float | None
+    seconds_left: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"action": self.action, "reason": self.reason, "clock": self.clock,
+                "deadline": self.deadline, "seconds_left": self.seconds_left}
+
+
+def format_duration(seconds: float) -> str:
+    """A short duration for people: ``"45s"``, ``"20m 3s"``, ``"1h 2m"``, ``"2d 3h"``.
+
+    Precision falls with size (nobody needs the seconds of a two-hour wait); zero parts
+    are dropped (``"20m"``, ``"1h"``). Negative durations keep their sign.
+    """
+    if seconds < 0:
+        return "-" + format_duration(-seconds)
+    total = int(round(seconds))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        big, small = f"{days}d", f"{hours}h" if hours else ""
+    elif hours:
+        big, small = f"{hours}h", f"{minutes}m" if minutes else ""
+    elif minutes:
+        big, small = f"{minutes}m", f"{secs}s" if secs else ""
+    else:
+        return f"{secs}s"
+    return f"{big} {small}" if small else big
+
+
+def in_local_clock(facts: IdleFacts, received_at: float) -> IdleFacts:
+    """``facts`` with every time shifted from the scheduler's clock into the caller's.
+
+    The scheduler and the daemon may disagree about the time (a laptop whose clock
+    drifted, a pod on a node without NTP). Shifting by ``received_at - observed_at``
+    makes ``observed_at == received_at``, so ages can be measured with the caller's own
+    ``now``, and deadlines, the user's "extend" and events all share the daemon's clock.
+    The round trip of the request is counted as skew, which makes the cluster look a
+    little younger: the error only ever delays a harvest, by that round trip.
+    """
+    shift = received_at - facts.observed_at
+    return IdleFacts(
+        last_activity=facts.last_activity + shift,
+        clients=facts.clients,
+        last_client_left=None if facts.last_client_left is None else facts.last_client_left + shift,
+        observed_at=received_at,
+        started_at=facts.started_at + shift,
+    )
+
+
+def _check_timeout(value: float | None, what: str) -> None:
+    # Specs are validated already; this catches a caller passing something else.
+    if value is not None and not value > 0:
+        raise ValueError(f"{what} must be positive or None, got {value!r}")
+
+
+def decide(facts: IdleFacts, *, idle_timeout: float | None, no_client_timeout: float | None,
+           warn_before: float, now: float, extended_until: float | None = None) -> Decision:
+    """Keep, warn about, or harvest a cluster, from its idle facts.
+
+    Two clocks, each off when its timeout is None:
+
+    - idle: from ``facts.last_activity``, whether or not clients are connected (an open
+      notebook that computes nothing still costs money);
+    - no-client: while ``facts.clients == 0``, from ``facts.last_client_left`` (or
+      ``facts.started_at`` if no client ever left), so a killed kernel does not leave a
+      cluster behind but a restarted one can reattach in time.
+
+    Each clock's deadline is ``reference + timeout``, pushed to ``extended_until`` if that
+    is later (the user's "extend"); the earliest deadline wins (idle on a tie). The result
+    is ``harvest`` at or after the deadline, ``warn`` within ``warn_before`` of it, else
+    ``keep``.
+
+    ``now`` and ``extended_until`` must be in the same clock as ``facts``. The daemon
+    passes facts through `in_local_clock` with the time it received them, and then uses
+    its own ``time.time()`` for ``now``.
+    """
+    _check_timeout(idle_timeout, "idle_timeout")
+    _check_timeout(no_client_timeout, "no_client_timeout")
+    if warn_before < 0:
+        raise ValueError(f"warn_before must be >= 0, got {warn_before!r}")
+
+    # (deadline, clock, reference, timeout) for each clock that runs.
+    candidates: list[tuple[float, str, float, float]] = []
+    if idle_timeout is not None:
+        candidates.append((facts.last_activity + idle_timeout, IDLE, facts.last_activity, idle_timeout))
+    if no_client_timeout is not None and facts.clients == 0:
+        ref = facts.last_client_left if facts.last_client_left is not None else facts.started_at
+        candidates.append((ref + no_client_timeout, NO_CLIENT, ref, no_client_timeout))
+
+    if not candidates:
+        if idle_timeout is None and no_client_timeout is None:
+            reason = "idle harvest is off (idle_timeout and no_client_timeout are both None)"
+        else:
+            reason = f"{facts.clients} client(s) connected and idle_timeout is off"
+        return Decision("keep", reason, None, None, None)
+
+    pushed = [(max(d, extended_until) if extended_until is not None else d, c, r, t)
+              for d, c, r, t in candidates]
+    # min() is stable on ties, and the idle clock is listed first.
+    deadline, clock, reference, timeout = min(pushed, key=lambda x: x[0])
+    natural = reference + timeout
+    # A reference in the future (unconverted skew) reads as "0s", not as a negative age.
+    age = max(0.0, now - reference)
+    left = deadline - now
+
+    what = (f"no task activity for {format_duration(age)}" if clock == IDLE
+            else f"no client connected for {format_duration(age)}")
+    setting = f"{'idle_timeout' if clock == IDLE else 'no_client_timeout'} {format_duration(timeout)}"
+    if deadline > natural:
+        setting += f", extended by {format_duration(deadline - natural)}"
+    if now >= deadline:
+        return Decision("harvest", f"{what} ({setting})", clock, deadline, 0.0)
+    if now >= deadline - warn_before:
+        return Decision("warn", f"{what} ({setting}): harvest in {format_duration(left)} unless extended",
+                        clock, deadline, left)
+    return Decision("keep", f"{what} ({setting}): harvest in {format_duration(left)}", clock, deadline, left)

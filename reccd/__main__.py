@@ -12,11 +12,13 @@ from recc.errors import RECCError
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="reccd", description="The RECC per-user daemon (foreground). Usually started by `recc` on demand.")
-    parser.parse_args(argv)
+    parser.add_argument("--job-parent", type=int, metavar="PID",
+                        help="run as a job daemon: delete every cluster and exit when process PID ends")
+    args = parser.parse_args(argv)
     from reccd.daemon import serve
 
     try:
-        asyncio.run(serve())
+        asyncio.run(serve(job_parent=args.job_parent))
     except RECCError as exc:
         print(f"reccd: {exc.message}" + (f"\n  hint: {exc.hint}" if exc.hint else ""), file=sys.stderr)
         return 2

@@ -25,14 +25,19 @@ from recc import __version__
 from recc.errors import DaemonAlreadyRunning
 from recc.paths import (check_socket_path, daemon_log_path, data_dir, ensure_private_dir, runtime_dir,
                         socket_path, write_private_file)
+from recc.config import load_user_config
+from reccd.accounting import BudgetWatch
 from reccd.events import EventBus
+from reccd.keepalive import KeepAlive
 from reccd.manager import ClusterManager
+from reccd.reconcile import reconcile
 from reccd.server import make_app
 from reccd.state import State
 
 log = logging.getLogger("reccd")
 
-SHUTDOWN_TIMEOUT = float(os.environ.get("RECC_SHUTDOWN_TIMEOUT", "30"))
+SHUTDOWN_TIMEOUT = float(os.environ.get("RECC_SHUTDOWN_TIMEOUT", "10"))
+BUDGET_INTERVAL = float(os.environ.get("RECC_BUDGET_INTERVAL", "60"))
 
 
 def acquire_lock(path: Path, sock: Path) -> IO[str]:
@@ -84,7 +89,38 @@ def setup_logging() -> Path:
     return path
 
 
-async def serve() -> None:
+async def watch_parent(pid: int, stop: asyncio.Event) -> None:
+    """A job daemon lives as long as its job's process, however that process ends."""
+    import psutil
+
+    try:
+        parent = psutil.Process(pid)
+        born = parent.create_time()
+    except psutil.Error:
+        stop.set()
+        return
+    while not stop.is_set():
+        try:
+            alive = parent.is_running() and parent.create_time() == born and parent.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            alive = False
+        if not alive:
+            log.info("the job's process %s ended: deleting the job's clusters", pid)
+            stop.set()
+            return
+        await asyncio.sleep(0.5)
+
+
+async def watch_budgets(watch: BudgetWatch) -> None:
+    while True:
+        try:
+            await watch.check()
+        except Exception:  # noqa: BLE001 - alerts must not stop the daemon
+            log.exception("budget check failed")
+        await asyncio.sleep(BUDGET_INTERVAL)
+
+
+async def serve(job_parent: int | None = None) -> None:
     log_path = setup_logging()
     runtime = ensure_private_dir(runtime_dir())
     sock = socket_path()
@@ -97,9 +133,12 @@ async def serve() -> None:
         await state.open()
         bus = EventBus()
         manager = ClusterManager(state, bus, ensure_private_dir(data / "clusters"))
+        config = load_user_config()
+        if config.get("max_cost_per_hour") is not None:
+            manager.max_cost_per_hour = float(config["max_cost_per_hour"])
         stop = asyncio.Event()
         info = {"pid": os.getpid(), "socket": str(sock), "version": __version__, "started_at": time.time(),
-                "log": str(log_path)}
+                "log": str(log_path), "job": os.environ.get("RECC_JOB_ID") if job_parent else None}
         app = make_app(manager, bus, info, stop.set, str(log_path))
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
@@ -113,13 +152,22 @@ async def serve() -> None:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with suppress(NotImplementedError, AttributeError):
                 loop.add_signal_handler(sig, stop.set)
-        await manager.start()
+        await reconcile(manager)
+        keepalive = KeepAlive(manager)
+        keepalive.start()
+        background = [asyncio.create_task(watch_budgets(BudgetWatch(state, bus.publish, manager.owner, config)))]
+        if job_parent:
+            background.append(asyncio.create_task(watch_parent(job_parent, stop)))
         write_private_file(runtime / "reccd.json", json.dumps(info))
         log.info("reccd %s listening on %s (pid %s)", __version__, sock, os.getpid())
         print(f"reccd {__version__} listening on {sock}", flush=True)
         await stop.wait()
-        log.info("stopping: deleting this daemon's clusters")
-        await manager.shutdown(SHUTDOWN_TIMEOUT)
+        log.info("stopping: deleting this daemon's ad hoc clusters")
+        for task in background:
+            task.cancel()
+        await keepalive.stop()
+        # a job daemon's clusters belong to the job: none survive it
+        await manager.shutdown(SHUTDOWN_TIMEOUT, logout=not job_parent)
         await runner.cleanup()
         await state.close()
     finally:

@@ -1,12 +1,15 @@
-"""Cluster lifecycle in the daemon: create (journaled step by step), scale, delete, observe.
+"""Cluster lifecycle in the daemon: create (journaled step by step), scale, delete, adopt.
 
 The manager owns no I/O of its own beyond the state database: providers do the work,
-tunnels relay the bytes, and every change is published on the event bus.
+tunnels relay the bytes, and every change is recorded as an event and published.
+Keep-alive and harvest live in `reccd.keepalive`, restart reconciliation in
+`reccd.reconcile`, costs in `reccd.accounting`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import getpass
 import logging
 import secrets
 import sqlite3
@@ -15,10 +18,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from recc.errors import BadRequest, ClusterExists, ClusterNotFound, ClusterNotReady, RECCError
-from recc.plan import plan as make_plan
+from recc.errors import BadRequest, ClusterExists, ClusterNotFound, ClusterNotReady, CostNotConfirmed, RECCError
+from recc.harvest import Decision, IdleFacts
+from recc.plan import Plan, plan as make_plan
 from recc.spec import MAX_WORKERS, ClusterSpec, ClusterStatus, check_name
 from reccd.events import EventBus
+from reccd.faults import maybe_fail
 from reccd.providers import Checkpoint, ClusterTLS, Provider, ProviderStatus, load_provider
 from reccd.state import State
 from reccd.tls import make_cluster_tls
@@ -26,7 +31,15 @@ from reccd.tunnel import DashboardTunnel, Tunnel
 
 log = logging.getLogger("reccd.manager")
 
-MONITOR_INTERVAL = 2.0
+LOG_TAIL_LINES = 200
+LIVE = [s.value for s in ClusterStatus if s.is_live]
+
+
+def plan_or_none(spec: ClusterSpec) -> Plan | None:
+    try:
+        return make_plan(spec)
+    except RECCError:
+        return None
 
 
 class ClusterManager:
@@ -34,12 +47,16 @@ class ClusterManager:
         self.state = state
         self.bus = bus
         self.workdir = workdir
+        self.owner = getpass.getuser()
+        self.max_cost_per_hour: float | None = None
         self._providers: dict[str, Provider] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._tunnels: dict[str, tuple[Tunnel, DashboardTunnel]] = {}
-        self._observed: dict[str, ProviderStatus] = {}
-        self._monitor: asyncio.Task[None] | None = None
+        # observations, kept in memory: provider status, idle facts and harvest decisions per cluster id
+        self.observed: dict[str, ProviderStatus] = {}
+        self.facts: dict[str, IdleFacts] = {}
+        self.decisions: dict[str, Decision] = {}
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -48,22 +65,22 @@ class ClusterManager:
             self._providers[name] = load_provider(name, workdir=self.workdir / name)
         return self._providers[name]
 
-    def _lock(self, cid: str) -> asyncio.Lock:
+    def lock(self, cid: str) -> asyncio.Lock:
         return self._locks.setdefault(cid, asyncio.Lock())
 
-    def _spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _event(self, row: dict[str, Any], kind: str, message: str, **data: Any) -> None:
+    async def event(self, row: dict[str, Any], kind: str, message: str, **data: Any) -> None:
         await self.state.add_event(row["id"], kind, message, data)
         self.bus.publish(kind, row["name"], id=row["id"], message=message, **data)
 
-    async def _set_status(self, row: dict[str, Any], status: ClusterStatus, message: str, **fields: Any) -> dict[str, Any]:
+    async def set_status(self, row: dict[str, Any], status: ClusterStatus, message: str, **fields: Any) -> dict[str, Any]:
         new = await self.state.update(row["id"], status=status.value, **fields)
         assert new is not None
-        await self._event(new, "cluster.status", message, status=status.value)
+        await self.event(new, "cluster.status", message, status=status.value)
         return new
 
     async def find(self, name: str) -> dict[str, Any]:
@@ -76,31 +93,41 @@ class ClusterManager:
             )
         return row
 
+    async def record_nodes(self, row: dict[str, Any], nodes: int) -> None:
+        """A node-count change, priced now, for cost accrual."""
+        plan = plan_or_none(ClusterSpec.from_dict(row["spec"])) if row["spec"] else None
+        await self.state.add_sample(row["id"], nodes, plan.price_per_node_hour if plan else 0.0)
+
     # -- views ------------------------------------------------------------------------
 
     def view(self, row: dict[str, Any]) -> dict[str, Any]:
         """The public description of a cluster (no key material, no dashboard token)."""
-        spec = ClusterSpec.from_dict(row["spec"])
-        try:
-            p = make_plan(spec)
-            cost, nodes, instance = p.cost_per_hour, p.nodes, p.instance_type
-        except RECCError:
-            cost, nodes, instance = None, None, spec.instance_type
-        observed = self._observed.get(row["id"])
+        spec = ClusterSpec.from_dict(row["spec"]) if row["spec"] else ClusterSpec()
+        plan = plan_or_none(spec)
+        observed = self.observed.get(row["id"])
         tunnels = self._tunnels.get(row["id"])
+        decision = self.decisions.get(row["id"])
+        facts = self.facts.get(row["id"])
+        live = row["status"] in LIVE
         return {
             "id": row["id"], "name": row["name"], "provider": row["provider"], "template": row["template"],
-            "status": row["status"], "error": row["error"],
-            "workers": {"desired": row["target_workers"], "ready": observed.workers_ready if observed else 0},
-            "nodes": observed.nodes if observed else None, "planned_nodes": nodes,
-            "instance_type": instance, "region": spec.region, "cost_per_hour": cost,
+            "status": row["status"], "error": row["error"], "persist": bool(row.get("persist")),
+            "job_id": row.get("job_id"), "owner": row.get("owner"),
+            "workers": {"desired": row["target_workers"], "ready": observed.workers_ready if observed and live else 0},
+            "nodes": observed.nodes if observed and live else 0, "planned_nodes": plan.nodes if plan else None,
+            "instance_type": plan.instance_type if plan else spec.instance_type, "region": spec.region,
+            "cost_per_hour": plan.cost_per_hour if plan else None, "total_cost": row.get("total_cost"),
             "created_at": row["created_at"], "deleted_at": row["deleted_at"],
-            "age_seconds": round(time.time() - row["created_at"], 1),
+            "deleted_by": row.get("deleted_by"), "deleted_reason": row.get("deleted_reason"),
+            "age_seconds": round((row["deleted_at"] or time.time()) - row["created_at"], 1),
             "endpoints": {
                 "scheduler": f"tls://127.0.0.1:{tunnels[0].port}" if tunnels else None,
                 "dashboard": f"http://127.0.0.1:{tunnels[1].port}/status" if tunnels else None,
             },
             "tunnel": tunnels[0].info() if tunnels else {"state": "down"},
+            "harvest": dict(decision.to_dict(), extended_until=row.get("extended_until")) if decision and live else None,
+            "idle": facts.to_dict() if facts and live else None,
+            "corrupt": row.get("corrupt"),
             "spec": spec.to_dict(),
         }
 
@@ -108,7 +135,10 @@ class ClusterManager:
         return [self.view(r) for r in await self.state.list(include_gone)]
 
     async def describe(self, name: str) -> dict[str, Any]:
-        row = await self.find(name)
+        row = await self.state.find_live(name) or await self.state.gone_by_name(name)
+        if row is None:
+            await self.find(name)  # raises with the list of running clusters
+        assert row is not None
         return dict(self.view(row), events=await self.state.events(row["id"]))
 
     async def connection(self, name: str) -> dict[str, Any]:
@@ -128,28 +158,35 @@ class ClusterManager:
 
     # -- create ----------------------------------------------------------------------
 
-    async def create(self, spec_data: Any, name: str | None) -> dict[str, Any]:
+    async def create(self, spec_data: Any, name: str | None, confirm_cost: bool = False) -> dict[str, Any]:
         spec = ClusterSpec.from_dict(spec_data)
-        make_plan(spec)  # refuse impossible specs before anything exists
+        plan = make_plan(spec)  # refuse impossible specs before anything exists
+        if self.max_cost_per_hour is not None and plan.cost_per_hour > self.max_cost_per_hour and not confirm_cost:
+            raise CostNotConfirmed(
+                f"this cluster would cost ${plan.cost_per_hour:,.2f}/h, above your limit of "
+                f"${self.max_cost_per_hour:,.2f}/h (max_cost_per_hour)",
+                hint="confirm with `--yes` (CLI) or confirm_cost=True (library), or make it smaller")
         provider = self.provider(spec.provider)
         name = check_name(name or f"{spec.template}-{secrets.token_hex(2)}")
         tls = await asyncio.to_thread(make_cluster_tls, name)
         try:
-            row = await self.state.insert_cluster(name, spec.to_dict(), asdict(tls), secrets.token_urlsafe(24))
+            row = await self.state.insert_cluster(name, spec.to_dict(), asdict(tls), secrets.token_urlsafe(24),
+                                                  self.owner)
         except sqlite3.IntegrityError:
             raise ClusterExists(f"a cluster named {name!r} is already running",
                                 hint=f"attach with RSHClient({name!r}), or pick another name") from None
-        await self._event(row, "cluster.created", f"cluster {name} requested", spec=spec.to_dict())
-        lock = self._lock(row["id"])
+        await self.event(row, "cluster.created", f"cluster {name} requested",
+                         cost_per_hour=plan.cost_per_hour, nodes=plan.nodes)
+        lock = self.lock(row["id"])
         await lock.acquire()  # held until creation ends, so scale/delete wait for it
-        self._spawn(self._create(row, spec, provider, tls, lock))
+        self.spawn(self._create(row, spec, provider, tls, lock))
         return self.view(row)
 
     async def _create(self, row: dict[str, Any], spec: ClusterSpec, provider: Provider, tls: ClusterTLS,
                       lock: asyncio.Lock) -> None:
         last: Checkpoint | None = None
         try:
-            row = await self._set_status(row, ClusterStatus.CREATING, "creating")
+            row = await self.set_status(row, ClusterStatus.CREATING, "creating")
             steps = provider.create(row["name"], spec, tls)
             step = 0
             while True:
@@ -160,151 +197,157 @@ class ClusterManager:
                 except StopAsyncIteration:
                     await self.state.journal(row["id"], step, "complete", last)
                     break
+                maybe_fail("create", "before-journal", step)  # the side effect exists, its record does not
                 last = checkpoint
                 await self.state.journal(row["id"], step, "done", checkpoint)
                 row = await self.state.update(row["id"], checkpoint=checkpoint) or row
-                await self._event(row, "cluster.progress", f"step {step} done", step=step, has=sorted(checkpoint))
-            await self._open_tunnels(row, provider, last or {})
-            await self._observe_one(row, provider, last or {})
-            await self._set_status(row, ClusterStatus.RUNNING, "running")
+                maybe_fail("create", "after-step", step)
+                await self.event(row, "cluster.progress", f"step {step} done", step=step, has=sorted(checkpoint))
+            await self.adopt(row, last or {})
+            await self.set_status(row, ClusterStatus.RUNNING, "running")
         except Exception as exc:  # noqa: BLE001 - any failure must remove what exists
             message = exc.message if isinstance(exc, RECCError) else f"internal error ({type(exc).__name__}); see the daemon log"
             log.exception("creating cluster %s failed", row["name"])
             await self._teardown(row, provider, last)
-            await self._set_status(row, ClusterStatus.FAILED, f"creation failed: {message}", error=message,
-                                   deleted_at=time.time())
+            await self.set_status(row, ClusterStatus.FAILED, f"creation failed: {message}", error=message,
+                                  deleted_at=time.time(), deleted_by="daemon", deleted_reason=message)
         finally:
             lock.release()
 
-    async def _open_tunnels(self, row: dict[str, Any], provider: Provider, last: Checkpoint) -> None:
-        name = row["name"]
+    async def adopt(self, row: dict[str, Any], last: Checkpoint) -> None:
+        """Serve a created cluster: open its tunnels, observe it, start accruing its cost."""
+        provider = self.provider(row["provider"])
+        name, cid = row["name"], row["id"]
 
-        async def scheduler() -> Any:
-            current = await self.state.get(row["id"])
-            return provider.endpoints(name, (current or row)["checkpoint"] or last).scheduler
+        async def upstream(kind: str) -> Any:
+            current = await self.state.get(cid)
+            endpoints = provider.endpoints(name, (current or row)["checkpoint"] or last)
+            return endpoints.scheduler if kind == "scheduler" else endpoints.dashboard
 
-        async def dashboard() -> Any:
-            current = await self.state.get(row["id"])
-            return provider.endpoints(name, (current or row)["checkpoint"] or last).dashboard
-
-        sched = Tunnel(scheduler)
-        dash = DashboardTunnel(dashboard, token=row["dashboard_token"])
+        sched = Tunnel(lambda: upstream("scheduler"))
+        dash = DashboardTunnel(lambda: upstream("dashboard"), token=row["dashboard_token"])
         await sched.start()
         await dash.start()
-        self._tunnels[row["id"]] = (sched, dash)
+        self._tunnels[cid] = (sched, dash)
+        await self.observe_one(row, last)
+        await self.record_nodes(row, self.observed[cid].nodes)
 
-    async def _observe_one(self, row: dict[str, Any], provider: Provider, checkpoint: Checkpoint) -> None:
-        [self._observed[row["id"]]] = await provider.status([row["name"]], [checkpoint])
+    async def observe_one(self, row: dict[str, Any], checkpoint: Checkpoint) -> ProviderStatus:
+        [status] = await self.provider(row["provider"]).status([row["name"]], [checkpoint])
+        self.observed[row["id"]] = status
+        return status
 
     async def _close_tunnels(self, cid: str) -> None:
         for tunnel in self._tunnels.pop(cid, ()):
             await tunnel.close()
 
-    async def _teardown(self, row: dict[str, Any], provider: Provider, last: Checkpoint | None) -> None:
+    async def _teardown(self, row: dict[str, Any], provider: Provider, last: Checkpoint | None) -> dict[str, Any]:
+        """Remove what ``last`` says exists; keep the log tail and the total cost for the tombstone."""
         await self._close_tunnels(row["id"])
-        self._observed.pop(row["id"], None)
+        fields: dict[str, Any] = {}
+        if last:
+            try:
+                fields["logs_tail"] = await provider.logs(row["name"], last, LOG_TAIL_LINES)
+            except Exception:  # noqa: BLE001 - logs are a courtesy; deletion is the duty
+                log.warning("could not keep the logs of %s", row["name"], exc_info=True)
         await provider.delete(row["name"], last)
+        for cache in (self.observed, self.facts, self.decisions):
+            cache.pop(row["id"], None)
+        await self.state.add_sample(row["id"], 0, 0.0)
+        from reccd.accounting import cluster_cost  # late: accounting reads the manager's state
 
-    # -- scale and delete ---------------------------------------------------------------
+        fields["total_cost"] = await cluster_cost(self.state, row["id"])
+        return await self.state.update(row["id"], **fields) or row
+
+    # -- scale, extend, delete -------------------------------------------------------------
 
     async def scale(self, name: str, n_workers: Any) -> dict[str, Any]:
         if isinstance(n_workers, bool) or not isinstance(n_workers, int) or not 0 <= n_workers <= MAX_WORKERS:
             raise BadRequest(f"n_workers must be a whole number between 0 and {MAX_WORKERS}, got {n_workers!r}")
         row = await self.find(name)
-        async with self._lock(row["id"]):
+        async with self.lock(row["id"]):
             row = await self.find(row["id"])
             if row["status"] != ClusterStatus.RUNNING.value:
                 raise ClusterNotReady(f"cluster {row['name']!r} is {row['status']}", hint="wait until it is running")
             spec = ClusterSpec.from_dict(row["spec"]).replace(n_workers=n_workers)
             make_plan(spec)
-            row = await self._set_status(row, ClusterStatus.SCALING, f"scaling to {n_workers} workers")
+            row = await self.set_status(row, ClusterStatus.SCALING, f"scaling to {n_workers} workers")
             try:
                 checkpoint = await self.provider(row["provider"]).scale(row["name"], n_workers, row["checkpoint"])
             except Exception:
-                await self._set_status(row, ClusterStatus.RUNNING, "scaling failed")
+                await self.set_status(row, ClusterStatus.RUNNING, "scaling failed")
                 raise
             row = await self.state.update(row["id"], checkpoint=checkpoint, target_workers=n_workers,
                                           spec=spec.to_dict()) or row
-            await self._observe_one(row, self.provider(row["provider"]), checkpoint)
-            row = await self._set_status(row, ClusterStatus.RUNNING, f"scaled to {n_workers} workers")
+            before = self.observed.get(row["id"])
+            status = await self.observe_one(row, checkpoint)
+            if before is None or before.nodes != status.nodes:
+                await self.record_nodes(row, status.nodes)
+            row = await self.set_status(row, ClusterStatus.RUNNING, f"scaled to {n_workers} workers")
             return self.view(row)
 
-    async def delete(self, name: str, reason: str = "deleted by the user") -> dict[str, Any]:
+    async def extend(self, name: str, minutes: Any) -> dict[str, Any]:
+        """Push the harvest deadline to at least ``minutes`` from now."""
+        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not 0 < minutes <= 7 * 24 * 60:
+            raise BadRequest(f"minutes must be a number between 0 and {7 * 24 * 60} (a week), got {minutes!r}")
         row = await self.find(name)
-        async with self._lock(row["id"]):
+        until = time.time() + minutes * 60
+        row = await self.state.update(row["id"], extended_until=max(until, row.get("extended_until") or 0),
+                                      warned_at=None) or row
+        self.decisions.pop(row["id"], None)
+        await self.event(row, "cluster.extended", f"harvest postponed by {minutes:g} minutes",
+                         extended_until=row["extended_until"])
+        return self.view(row)
+
+    async def delete(self, name: str, reason: str = "deleted by the user", by: str = "user") -> dict[str, Any]:
+        row = await self.find(name)
+        async with self.lock(row["id"]):
             current = await self.state.get(row["id"])
-            if current is None or current["status"] not in [s.value for s in ClusterStatus if s.is_live]:
+            if current is None or current["status"] not in LIVE:
                 return self.view(current or row)  # creation failed meanwhile: nothing left to delete
-            row = await self._set_status(current, ClusterStatus.DELETING, f"deleting: {reason}")
-            await self._teardown(row, self.provider(row["provider"]), row["checkpoint"])
-            row = await self._set_status(row, ClusterStatus.DELETED, reason, deleted_at=time.time())
+            row = await self.set_status(current, ClusterStatus.DELETING, f"deleting: {reason}")
+            row = await self._teardown(row, self.provider(row["provider"]), row["checkpoint"])
+            row = await self.set_status(row, ClusterStatus.DELETED, reason, deleted_at=time.time(),
+                                        deleted_by=by, deleted_reason=reason)
             return self.view(row)
+
+    async def remove_leftover(self, row: dict[str, Any], checkpoint: Checkpoint | None, reason: str) -> None:
+        """Delete what a cluster a previous daemon left may have (reconcile)."""
+        async with self.lock(row["id"]):
+            row = await self._teardown(row, self.provider(row["provider"]), checkpoint)
+            await self.set_status(row, ClusterStatus.DELETED, reason, deleted_at=time.time(), deleted_by="reconcile",
+                                  deleted_reason=reason)
 
     async def logs(self, name: str, tail: int | None) -> dict[str, list[str]]:
-        row = await self.find(name)
+        row = await self.state.find_live(name)
+        if row is None:
+            gone = await self.state.gone_by_name(name)
+            if gone is None:
+                await self.find(name)  # raises, naming the running clusters
+            assert gone is not None
+            logs = gone.get("logs_tail") or {}
+            return {k: v[-tail:] if tail else v for k, v in logs.items()}
         return await self.provider(row["provider"]).logs(row["name"], row["checkpoint"] or {}, tail)
 
-    # -- daemon start and stop ------------------------------------------------------------
+    # -- stop ------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Remove what a previous daemon left behind, then watch the live clusters."""
-        for row in await self.state.list():
-            try:
-                await self.provider(row["provider"]).delete(row["name"], row["checkpoint"])
-                await self._set_status(row, ClusterStatus.DELETED,
-                                       "removed at daemon start: left by a daemon that did not stop cleanly",
-                                       deleted_at=time.time())
-            except Exception:  # noqa: BLE001 - keep starting; the row stays for a retry
-                log.exception("could not remove leftover cluster %s", row["name"])
-        self._monitor = asyncio.create_task(self._watch())
+    async def shutdown(self, timeout: float, logout: bool = True) -> None:
+        """Delete this daemon's ad hoc clusters within ``timeout`` seconds; persistent ones stay.
 
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(MONITOR_INTERVAL)
-            try:
-                await self._observe()
-            except Exception:  # noqa: BLE001 - observation must never stop
-                log.exception("observing clusters failed")
-
-    async def _observe(self) -> None:
-        rows = [r for r in await self.state.list() if r["status"] == ClusterStatus.RUNNING.value]
-        by_provider: dict[str, list[dict[str, Any]]] = {}
-        for r in rows:
-            by_provider.setdefault(r["provider"], []).append(r)
-        for pname, group in by_provider.items():
-            statuses = await self.provider(pname).status([r["name"] for r in group],
-                                                         [r["checkpoint"] or {} for r in group])
-            for r, st in zip(group, statuses):
-                before = self._observed.get(r["id"])
-                self._observed[r["id"]] = st
-                if not st.alive and not self._lock(r["id"]).locked():
-                    self._spawn(self._lost(r))
-                elif before is None or before.workers_ready != st.workers_ready:
-                    self.bus.publish("cluster.workers", r["name"], id=r["id"], ready=st.workers_ready,
-                                     desired=r["target_workers"])
-
-    async def _lost(self, row: dict[str, Any]) -> None:
-        async with self._lock(row["id"]):
-            current = await self.state.get(row["id"])
-            if not current or current["status"] != ClusterStatus.RUNNING.value:
-                return
-            await self._teardown(current, self.provider(current["provider"]), current["checkpoint"])
-            await self._set_status(current, ClusterStatus.FAILED, "the scheduler stopped; cluster removed",
-                                   error="the scheduler stopped unexpectedly", deleted_at=time.time())
-
-    async def shutdown(self, timeout: float = 30.0) -> None:
-        """Delete every live cluster this daemon owns, within ``timeout`` seconds."""
-        if self._monitor:
-            self._monitor.cancel()
-        rows = await self.state.list()
+        A persistent cluster keeps running on its own: its heartbeat TTL (which the user
+        sets long for such clusters) and idle clocks are what stop it if no daemon returns.
+        """
+        rows = [r for r in await self.state.list() if not (logout and r.get("persist"))]
 
         async def remove(row: dict[str, Any]) -> None:
             try:
-                await self.delete(row["id"], reason="the daemon stopped")
+                await self.delete(row["id"], reason="the daemon stopped (logout or shutdown)", by="daemon")
             except Exception:  # noqa: BLE001
                 log.exception("could not delete %s at shutdown", row["name"])
 
         if rows:
-            await asyncio.wait([asyncio.create_task(remove(r)) for r in rows], timeout=timeout)
+            done, pending = await asyncio.wait([asyncio.create_task(remove(r)) for r in rows], timeout=timeout)
+            if pending:
+                log.error("%d clusters were not deleted within %.0fs", len(pending), timeout)
         for cid in list(self._tunnels):
             await self._close_tunnels(cid)

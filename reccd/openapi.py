@@ -35,7 +35,8 @@ OPENAPI: dict[str, Any] = {
             "post": {"summary": "create a cluster (returns at once; follow /v1/events or poll)",
                      "requestBody": {"required": True, "content": {"application/json": {"schema": {
                          "type": "object", "required": ["spec"],
-                         "properties": {"spec": _ref("ClusterSpec"), "name": {"type": "string"}}}}}},
+                         "properties": {"spec": _ref("ClusterSpec"), "name": {"type": "string"},
+                                        "confirm_cost": {"type": "boolean"}}}}}},
                      "responses": _ok(_ref("Cluster"), "202")},
         },
         "/v1/clusters/{name}": {
@@ -49,6 +50,16 @@ OPENAPI: dict[str, Any] = {
                 "type": "object", "required": ["n_workers"],
                 "properties": {"n_workers": {"type": "integer", "minimum": 0}}}}}},
             "responses": _ok(_ref("Cluster"))}},
+        "/v1/clusters/{name}/extend": {"post": {
+            "summary": "postpone the idle harvest by `minutes` (default 30)", "parameters": NAME,
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"minutes": {"type": "number", "exclusiveMinimum": 0}}}}}},
+            "responses": _ok(_ref("Cluster"))}},
+        "/v1/costs": {"get": {
+            "summary": "accrued dollars grouped by cluster, user, job or day",
+            "parameters": [{"name": "by", "in": "query",
+                            "schema": {"type": "string", "enum": ["cluster", "user", "job", "day"]}}],
+            "responses": _ok({"type": "object"})}},
         "/v1/clusters/{name}/connection": {"get": {
             "summary": "tunnel address, dashboard link and client TLS material (owner only)", "parameters": NAME,
             "responses": _ok({"type": "object"})}},

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from recc import __version__
 from recc.errors import BadRequest, InternalError, NotFound, RECCError
+from reccd.accounting import report
 from reccd.events import EventBus
 from reccd.manager import ClusterManager
 from reccd.openapi import OPENAPI
@@ -109,7 +110,10 @@ def make_app(manager: ClusterManager, bus: EventBus, info: dict[str, Any],
             raise BadRequest("name must be a string")
         if "spec" not in data:
             raise BadRequest("the request needs a 'spec' object", hint="see /v1/openapi.json")
-        return web.json_response(await manager.create(data["spec"], name), status=202)
+        confirm = data.get("confirm_cost", False)
+        if not isinstance(confirm, bool):
+            raise BadRequest("confirm_cost must be true or false")
+        return web.json_response(await manager.create(data["spec"], name, confirm_cost=confirm), status=202)
 
     @routes.get("/v1/clusters/{name}")
     async def get_cluster(request: web.Request) -> web.Response:
@@ -123,6 +127,18 @@ def make_app(manager: ClusterManager, bus: EventBus, info: dict[str, Any],
     async def scale_cluster(request: web.Request) -> web.Response:
         data = await body(request)
         return web.json_response(await manager.scale(request.match_info["name"], data.get("n_workers")))
+
+    @routes.post("/v1/clusters/{name}/extend")
+    async def extend_cluster(request: web.Request) -> web.Response:
+        data = await body(request)
+        return web.json_response(await manager.extend(request.match_info["name"], data.get("minutes", 30)))
+
+    @routes.get("/v1/costs")
+    async def costs(request: web.Request) -> web.Response:
+        by = request.query.get("by", "cluster")
+        if by not in ("cluster", "user", "job", "day"):
+            raise BadRequest(f"cannot group costs by {by!r}", hint="use cluster, user, job or day")
+        return web.json_response({"by": by, "costs": await report(manager.state, by)})
 
     @routes.get("/v1/clusters/{name}/connection")
     async def connection(request: web.Request) -> web.Response:

@@ -48,6 +48,21 @@ CREATE TABLE IF NOT EXISTS journal (
     checkpoint TEXT,
     at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS node_samples (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    cluster_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    nodes INTEGER NOT NULL,
+    price_per_node_hour REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    scope TEXT NOT NULL,
+    name TEXT NOT NULL,
+    month TEXT NOT NULL,
+    threshold INTEGER NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (scope, name, month, threshold)
+);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     cluster_id TEXT,
@@ -57,6 +72,20 @@ CREATE TABLE IF NOT EXISTS events (
     at REAL NOT NULL
 );
 """
+
+# Columns added after the first release: added to an existing database on open.
+LATER_COLUMNS = {
+    "persist": "INTEGER NOT NULL DEFAULT 0",
+    "job_id": "TEXT",
+    "owner": "TEXT",
+    "extended_until": "REAL",
+    "warned_at": "REAL",
+    "deleted_by": "TEXT",
+    "deleted_reason": "TEXT",
+    "logs_tail": "TEXT",
+    "total_cost": "REAL",
+    "corrupt": "TEXT",
+}
 
 NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "fuse.sshfs", "afs", "lustre", "gpfs"}
 
@@ -103,6 +132,10 @@ class State:
         db.execute("PRAGMA synchronous=NORMAL" if mode == "WAL" else "PRAGMA synchronous=FULL")
         db.execute("PRAGMA busy_timeout=5000")
         db.executescript(SCHEMA)
+        have = {r["name"] for r in db.execute("PRAGMA table_info(clusters)")}
+        for column, decl in LATER_COLUMNS.items():
+            if column not in have:
+                db.execute(f"ALTER TABLE clusters ADD COLUMN {column} {decl}")
         self._db = db
 
     async def open(self) -> None:
@@ -121,26 +154,34 @@ class State:
         if row is None:
             return None
         d = dict(row)
-        for key in ("spec", "checkpoint", "tls"):
+        for key in ("spec", "checkpoint", "tls", "logs_tail"):
             if d.get(key) is not None:
-                d[key] = json.loads(d[key])
+                try:
+                    d[key] = json.loads(d[key])
+                except ValueError:
+                    # a damaged row must not stop the daemon: report it, keep what is readable
+                    d[key] = None
+                    d["corrupt"] = f"{d.get('corrupt') or ''} {key}".strip()
         return d
 
-    def _insert_cluster(self, name: str, spec: dict[str, Any], tls: dict[str, str], token: str) -> dict[str, Any]:
+    def _insert_cluster(self, name: str, spec: dict[str, Any], tls: dict[str, str], token: str,
+                        owner: str) -> dict[str, Any]:
         assert self._db is not None
         now = time.time()
         cid = uuid.uuid4().hex[:12]
         self._db.execute(
             "INSERT INTO clusters (id, name, provider, template, spec, status, target_workers, tls,"
-            " dashboard_token, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            " dashboard_token, created_at, updated_at, persist, job_id, owner) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (cid, name, spec["provider"], spec["template"], json.dumps(spec), ClusterStatus.PENDING.value,
-             spec["n_workers"], json.dumps(tls), token, now, now),
+             spec["n_workers"], json.dumps(tls), token, now, now, int(bool(spec.get("persist"))),
+             spec.get("job_id"), owner),
         )
         return self._get(cid)  # type: ignore[return-value]
 
-    async def insert_cluster(self, name: str, spec: dict[str, Any], tls: dict[str, str], token: str) -> dict[str, Any]:
+    async def insert_cluster(self, name: str, spec: dict[str, Any], tls: dict[str, str], token: str,
+                             owner: str) -> dict[str, Any]:
         """Insert a new pending cluster; raises sqlite3.IntegrityError if the name is live."""
-        return await self.run(self._insert_cluster, name, spec, tls, token)
+        return await self.run(self._insert_cluster, name, spec, tls, token, owner)
 
     def _get(self, cid: str) -> dict[str, Any] | None:
         assert self._db is not None
@@ -176,7 +217,7 @@ class State:
     def _update(self, cid: str, fields: dict[str, Any]) -> dict[str, Any] | None:
         assert self._db is not None
         fields = dict(fields, updated_at=time.time())
-        for key in ("spec", "checkpoint", "tls"):
+        for key in ("spec", "checkpoint", "tls", "logs_tail"):
             if key in fields and fields[key] is not None:
                 fields[key] = json.dumps(fields[key])
         sets = ", ".join(f"{k}=?" for k in fields)
@@ -215,3 +256,59 @@ class State:
 
     async def events(self, cid: str) -> list[dict[str, Any]]:
         return await self.run(self._events, cid)
+
+    def _last_done(self, cid: str) -> tuple[dict[str, Any] | None, bool]:
+        """The last journaled checkpoint of a cluster, and whether a corrupt row was skipped."""
+        assert self._db is not None
+        corrupt = False
+        for row in self._db.execute("SELECT checkpoint FROM journal WHERE cluster_id=? AND phase IN ('done','complete')"
+                                    " AND checkpoint IS NOT NULL ORDER BY seq DESC", (cid,)):
+            try:
+                return json.loads(row["checkpoint"]), corrupt
+            except ValueError:
+                corrupt = True
+        return None, corrupt
+
+    async def last_done(self, cid: str) -> tuple[dict[str, Any] | None, bool]:
+        return await self.run(self._last_done, cid)
+
+    # -- costs ------------------------------------------------------------------------
+
+    def _add_sample(self, cid: str, nodes: int, price: float, at: float | None) -> None:
+        assert self._db is not None
+        self._db.execute("INSERT INTO node_samples (cluster_id, at, nodes, price_per_node_hour) VALUES (?,?,?,?)",
+                         (cid, time.time() if at is None else at, nodes, price))
+
+    async def add_sample(self, cid: str, nodes: int, price: float, at: float | None = None) -> None:
+        """Record that a cluster runs ``nodes`` nodes from now (or ``at``) on."""
+        await self.run(self._add_sample, cid, nodes, price, at)
+
+    def _samples(self) -> dict[str, list[tuple[float, int, float]]]:
+        assert self._db is not None
+        out: dict[str, list[tuple[float, int, float]]] = {}
+        for r in self._db.execute("SELECT cluster_id, at, nodes, price_per_node_hour FROM node_samples ORDER BY seq"):
+            out.setdefault(r["cluster_id"], []).append((r["at"], r["nodes"], r["price_per_node_hour"]))
+        return out
+
+    async def samples(self) -> dict[str, list[tuple[float, int, float]]]:
+        return await self.run(self._samples)
+
+    def _record_alert(self, scope: str, name: str, month: str, threshold: int) -> bool:
+        assert self._db is not None
+        cur = self._db.execute("INSERT OR IGNORE INTO alerts (scope, name, month, threshold, at) VALUES (?,?,?,?,?)",
+                               (scope, name, month, threshold, time.time()))
+        return cur.rowcount == 1
+
+    async def record_alert(self, scope: str, name: str, month: str, threshold: int) -> bool:
+        """True the first time this threshold is crossed this month (so each alert goes out once)."""
+        return await self.run(self._record_alert, scope, name, month, threshold)
+
+    def _gone_by_name(self, name: str) -> dict[str, Any] | None:
+        assert self._db is not None
+        return self._row(self._db.execute(
+            f"SELECT * FROM clusters WHERE (name=? OR id=?) AND status NOT IN ({','.join('?' * len(LIVE))})"
+            " ORDER BY created_at DESC LIMIT 1", (name, name, *LIVE)).fetchone())
+
+    async def gone_by_name(self, name: str) -> dict[str, Any] | None:
+        """The most recent deleted or failed cluster of that name (its tombstone)."""
+        return await self.run(self._gone_by_name, name)

@@ -56,7 +56,8 @@ class Daemon:
                                      stderr=subprocess.STDOUT, start_new_session=True)
         if wait:
             deadline = time.monotonic() + 30
-            while not self.client().is_alive():
+            # up = answering and its info file written (that happens after reconcile at start)
+            while not (self.client().is_alive() and (self.socket.parent / "reccd.json").exists()):
                 if self.proc.poll() is not None:
                     out = self.proc.stdout.read().decode() if self.proc.stdout else ""
                     raise RuntimeError(f"reccd exited with {self.proc.returncode}: {out}\n{self.log}")

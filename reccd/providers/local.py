@@ -14,8 +14,13 @@ Checkpoints (each yield is cumulative)::
     5 + "ready": True                                         the scheduler sees every worker
 
 The provider talks to its schedulers with the worker certificate written in the cluster
-folder (it carries clientAuth), so ``scale`` and ``status`` work after a daemon restart,
-when the in-memory client key is gone.
+folder (it carries clientAuth), so ``scale``, ``status`` and ``heartbeat`` work after a
+daemon restart, when the in-memory client key is gone.
+
+Spend safety: the scheduler runs the :mod:`recc.deadman` preload with
+``RECC_HEARTBEAT_TTL=<spec.heartbeat_ttl>``; unless ``heartbeat`` renews it, the scheduler
+closes itself and its workers one TTL after it started (or after the last heartbeat). Workers
+get ``--death-timeout`` so one that never reaches its scheduler gives up instead of waiting.
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ import os
 import shutil
 import subprocess
 import sys
+import math
 import time
 from pathlib import Path
 from typing import Any, AsyncIterator, ClassVar, Sequence
 
 from recc.errors import BadRequest, ClusterExists, ClusterNotReady, ProviderError
+from recc.harvest import IdleFacts
 from recc.spec import ClusterSpec, check_name
 from reccd import procs
 from reccd.providers import Checkpoint, ClusterTLS, Endpoint, Endpoints, ProviderStatus
@@ -39,13 +46,14 @@ from reccd.tls import write_tls_files
 
 HOST = "127.0.0.1"
 LOG_TAIL = 15
+DEADMAN = "recc.deadman"  # the scheduler preload (dead-man switch and idle facts)
 
 
 class LocalProvider:
     name: ClassVar[str] = "local"
 
     def __init__(self, workdir: Path, *, start_timeout: float = 60.0, stop_grace: float = 3.0,
-                 python: str = sys.executable) -> None:
+                 python: str = sys.executable, worker_death_timeout: float = 60.0) -> None:
         self.workdir = Path(workdir).absolute()
         self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if hasattr(os, "getuid") and self.workdir.stat().st_uid != os.getuid():
@@ -55,6 +63,8 @@ class LocalProvider:
         self.start_timeout = start_timeout
         self.stop_grace = stop_grace
         self.python = python
+        # Seconds a worker waits for its scheduler (file, connection, registration) before it exits.
+        self.worker_death_timeout = worker_death_timeout
         self._children: dict[int, subprocess.Popen] = {}  # reaped in delete/status
 
     # ---------------------------------------------------------------- paths and marks
@@ -82,7 +92,8 @@ class LocalProvider:
             "resources": dict(spec.resources), "env": dict(spec.env)}}
         yield copy.deepcopy(cp)
 
-        sched = self._spawn(name, "scheduler", self._scheduler_argv(folder), spec.env)
+        sched = self._spawn(name, "scheduler", self._scheduler_argv(folder),
+                            {**spec.env, "RECC_HEARTBEAT_TTL": repr(float(spec.heartbeat_ttl))})
         cp["scheduler"] = sched.record()
         yield copy.deepcopy(cp)
 
@@ -104,7 +115,7 @@ class LocalProvider:
                 "--host", HOST, "--port", "0", "--dashboard-address", f"{HOST}:0",
                 "--tls-ca-file", str(folder / "ca.pem"), "--tls-cert", str(folder / "scheduler.pem"),
                 "--tls-key", str(folder / "scheduler-key.pem"),
-                "--scheduler-file", str(folder / "scheduler.json")]
+                "--scheduler-file", str(folder / "scheduler.json"), "--preload", DEADMAN]
 
     def _worker_argv(self, name: str, folder: Path, wid: int, launch: dict) -> list[str]:
         argv = [self.python, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(folder / "scheduler.json"),
@@ -112,7 +123,8 @@ class LocalProvider:
                 "--name", f"{name}-w{wid}", "--host", HOST, "--no-dashboard",
                 "--tls-ca-file", str(folder / "ca.pem"), "--tls-cert", str(folder / "worker.pem"),
                 "--tls-key", str(folder / "worker-key.pem"),
-                "--local-directory", str(folder / f"worker-{wid}")]
+                "--local-directory", str(folder / f"worker-{wid}"),
+                "--death-timeout", f"{self.worker_death_timeout:g}"]
         if launch.get("resources"):
             argv += ["--resources", " ".join(f"{k}={v:g}" for k, v in launch["resources"].items())]
         return argv
@@ -204,6 +216,30 @@ class LocalProvider:
                                     f"(it sees {sorted(seen)})\n" + "\n".join(tails),
                                     hint=f"see the logs in {folder}")
             await asyncio.sleep(0.25)
+
+    async def heartbeat(self, name: str, last: Checkpoint, ttl: float) -> IdleFacts:
+        """Renew the scheduler's dead-man switch for ``ttl`` seconds; its idle facts."""
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not (math.isfinite(ttl) and ttl > 0):
+            raise BadRequest(f"a heartbeat ttl must be a positive number of seconds, got {ttl!r}")
+        address = ((last or {}).get("scheduler") or {}).get("address")
+        if not address:
+            raise ClusterNotReady(f"local cluster {name!r} has no scheduler address to heartbeat")
+        try:
+            facts = await self._call(last, "recc_heartbeat", timeout=10.0, ttl=float(ttl))
+        except (OSError, asyncio.TimeoutError) as e:
+            raise ProviderError(f"could not renew the heartbeat of local cluster {name!r}: its scheduler at "
+                                f"{address} did not answer ({type(e).__name__}: {e})",
+                                hint="the cluster may be gone (heartbeat TTL expired, or killed); see its status") from e
+        except Exception as e:  # raised by the handler on the scheduler, re-raised here
+            raise ProviderError(f"the scheduler of local cluster {name!r} refused the heartbeat: "
+                                f"{type(e).__name__}: {e}") from e
+        if not isinstance(facts, dict):  # no such handler: the scheduler answers None
+            raise ProviderError(f"the scheduler of local cluster {name!r} has no RECC dead-man switch",
+                                hint=f"it was not started with --preload {DEADMAN}; see its scheduler.log")
+        try:
+            return IdleFacts.from_dict(facts)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ProviderError(f"the scheduler of local cluster {name!r} sent malformed idle facts: {facts!r}") from e
 
     # ---------------------------------------------------------------- delete and scale
 
