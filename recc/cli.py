@@ -29,7 +29,9 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
 
 def _spec_overrides(args: argparse.Namespace) -> dict[str, Any]:
     fields = {"n_workers": "workers", "instance_type": "instance_type", "worker_cpu": "worker_cpu",
-              "worker_memory": "worker_memory", "worker_gpu": "worker_gpu", "region": "region"}
+              "worker_memory": "worker_memory", "worker_gpu": "worker_gpu", "region": "region",
+              "idle_timeout": "idle_timeout", "no_client_timeout": "no_client_timeout",
+              "heartbeat_ttl": "heartbeat_ttl", "persist": "persist"}
     return {k: getattr(args, v) for k, v in fields.items() if getattr(args, v, None) is not None}
 
 
@@ -92,7 +94,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if not args.json:
         print(format_plan(p, spec), file=sys.stderr)
     daemon = _daemon()
-    created = daemon.create_cluster(spec.to_dict(), args.name)
+    created = daemon.create_cluster(spec.to_dict(), args.name, confirm_cost=args.yes)
     info = _wait_running(daemon, created["name"], args.json)
     if args.json:
         _print_json(info)
@@ -110,10 +112,38 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if not clusters:
         print("no clusters" + ("" if args.all else " running (see `recc ls --all` for history)"))
         return 0
-    rows = [[c["name"], c["provider"], c["status"], f"{c['workers']['ready']}/{c['workers']['desired']}",
-             _money(c["cost_per_hour"]), c["endpoints"]["scheduler"] or "-", c["tunnel"].get("state", "-")]
-            for c in clusters]
-    print(_table(rows, ["NAME", "PROVIDER", "STATUS", "WORKERS", "COST", "SCHEDULER", "TUNNEL"]))
+    rows = []
+    for c in clusters:
+        harvest = c.get("harvest") or {}
+        left = harvest.get("seconds_left")
+        rows.append([c["name"], c["provider"], c["status"], f"{c['workers']['ready']}/{c['workers']['desired']}",
+                     _money(c["cost_per_hour"]), c["endpoints"]["scheduler"] or "-", c["tunnel"].get("state", "-"),
+                     "-" if left is None else f"{left / 60:.0f}m",
+                     (c.get("deleted_reason") or "")[:60] if args.all else ""])
+    headers = ["NAME", "PROVIDER", "STATUS", "WORKERS", "COST", "SCHEDULER", "TUNNEL", "HARVEST IN", ""]
+    if args.all:
+        headers[-1] = "WHY GONE"
+    print(_table(rows, headers).rstrip())
+    return 0
+
+
+def cmd_extend(args: argparse.Namespace) -> int:
+    info = _daemon().extend(args.name, args.minutes)
+    print(f"cluster {info['name']} will not be harvested for at least {args.minutes:g} minutes")
+    return 0
+
+
+def cmd_cost(args: argparse.Namespace) -> int:
+    rows = _daemon().costs(args.by)
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("no costs recorded yet")
+        return 0
+    total = sum(r["cost"] for r in rows)
+    print(_table([[r[args.by], f"${r['cost']:,.2f}"] for r in rows] + [["total", f"${total:,.2f}"]],
+                 [args.by.upper(), "COST"]))
     return 0
 
 
@@ -242,10 +272,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("template")
     _add_size_options(p)
     p.add_argument("--name", help="cluster name (default: <template>-<random>)")
+    p.add_argument("--idle-timeout", help="harvest after this long without tasks (e.g. '20 minutes')")
+    p.add_argument("--no-client-timeout", help="harvest this long after the last client left")
+    p.add_argument("--heartbeat-ttl", help="the cluster stops itself this long after the daemon's last heartbeat")
+    p.add_argument("--persist", action="store_true", default=None,
+                   help="survive the daemon's stop (logout) until its own heartbeat TTL or idle timeout")
+    p.add_argument("--yes", "-y", action="store_true", help="confirm a cost above max_cost_per_hour")
     p.add_argument("--json", action="store_true")
 
     p = command("ls", cmd_ls, "list clusters")
     p.add_argument("--all", action="store_true", help="include deleted and failed clusters")
+    p.add_argument("--json", action="store_true")
+
+    p = command("extend", cmd_extend, "postpone the idle harvest of a cluster")
+    p.add_argument("name")
+    p.add_argument("--minutes", type=float, default=30, help="keep it at least this long (default 30)")
+
+    p = command("cost", cmd_cost, "accrued costs")
+    p.add_argument("--by", choices=["cluster", "user", "job", "day"], default="cluster")
     p.add_argument("--json", action="store_true")
 
     p = command("scale", cmd_scale, "scale a cluster to N workers")

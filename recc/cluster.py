@@ -4,21 +4,55 @@ from __future__ import annotations
 
 import asyncio
 import html
+import logging
+import os
 import sys
+import threading
 import time
+import warnings
 from typing import Any
 
 from distributed.core import Status, rpc
 from distributed.deploy.cluster import Cluster
 from distributed.security import Security
 
-from recc.daemon_client import DaemonClient
+from recc.daemon_client import DaemonClient, EventStream
 from recc.errors import ProviderError, RECCError
 from recc.plan import Plan, format_plan, plan as make_plan
 from recc.spec import ClusterSpec, ClusterStatus
 from recc.templates import resolve
 
 CREATE_TIMEOUT = 600.0
+log = logging.getLogger("recc")
+
+
+class RECCHarvestWarning(UserWarning):
+    """The daemon is about to delete an idle cluster; ``cluster.extend()`` keeps it."""
+
+
+class _Warnings:
+    """Follows the daemon's events for one cluster and turns harvest warnings into Python warnings.
+
+    A thread, not the event loop: it must work for sync scripts and notebooks alike,
+    and a notebook shows a warning (and a log line) raised from any thread.
+    """
+
+    def __init__(self, daemon: DaemonClient, name: str) -> None:
+        self.stream: EventStream = daemon.events(cluster=name)
+        self.seen: list[dict[str, Any]] = []
+        self.thread = threading.Thread(target=self._run, name=f"recc-events-{name}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        for event in self.stream:
+            if event.get("type") in ("cluster.harvest-warning", "cluster.harvested", "budget.threshold"):
+                self.seen.append(event)
+                message = event.get("data", {}).get("message", event["type"])
+                log.warning("RECC: %s", message)
+                warnings.warn(message, RECCHarvestWarning, stacklevel=1)
+
+    def close(self) -> None:
+        self.stream.close()
 
 
 def security_from(connection: dict[str, Any]) -> Security:
@@ -42,7 +76,7 @@ class RECCCluster(Cluster):
     def __init__(self, template: str = "local", *, n_workers: int | None = None, provider: str | None = None,
                  name: str | None = None, asynchronous: bool = False, loop: Any = None, quiet: bool = False,
                  shutdown_on_close: bool | None = None, daemon: DaemonClient | None = None,
-                 _attach: bool = False, **overrides: Any) -> None:
+                 confirm_cost: bool = False, _attach: bool = False, **overrides: Any) -> None:
         self._attach = _attach
         self._daemon = daemon
         self._requested_name = name
@@ -50,12 +84,18 @@ class RECCCluster(Cluster):
             self.spec: ClusterSpec | None = None
             self.capacity_plan: Plan | None = None
         else:
-            self.spec = resolve(template, n_workers=n_workers, provider=provider, **overrides)
+            spec = resolve(template, n_workers=n_workers, provider=provider, **overrides)
+            job = os.environ.get("RECC_JOB_ID")
+            if job and spec.job_id is None:  # a scheduled job's clusters carry its id (cost tags, cleanup)
+                spec = spec.replace(job_id=job, tags={**spec.tags, "job": job})
+            self.spec = spec
             self.capacity_plan = make_plan(self.spec)
         self.shutdown_on_close = (not _attach) if shutdown_on_close is None else shutdown_on_close
         self.security: Security | None = None
         self._dashboard_link = ""
         self._cluster_id: str | None = None
+        self._confirm_cost = confirm_cost
+        self._warnings: _Warnings | None = None
         super().__init__(asynchronous=asynchronous, loop=loop, quiet=quiet, name=name or "pending")
         if not self.asynchronous:
             self._loop_runner.start()
@@ -91,7 +131,8 @@ class RECCCluster(Cluster):
             else:
                 assert self.spec is not None and self.capacity_plan is not None
                 self._log(format_plan(self.capacity_plan, self.spec))
-                created = await self._daemon_call("create_cluster", self.spec.to_dict(), self._requested_name)
+                created = await self._daemon_call("create_cluster", self.spec.to_dict(), self._requested_name,
+                                                  self._confirm_cost)
                 self.name = created["name"]
                 self._cluster_id = created["id"]
                 await self._wait_running(created["name"])
@@ -105,6 +146,8 @@ class RECCCluster(Cluster):
             self.security = security_from(conn)
             self._dashboard_link = conn["dashboard_link"]
             self.scheduler_comm = rpc(conn["address"], connection_args=self.security.get_connection_args("client"))
+            assert self._daemon is not None
+            self._warnings = await asyncio.to_thread(_Warnings, self._daemon, self.name)
             await super()._start()
         except BaseException:
             self.status = Status.failed
@@ -141,6 +184,8 @@ class RECCCluster(Cluster):
     async def _close(self) -> None:
         if self.status == Status.closed:
             return
+        if self._warnings:
+            self._warnings.close()
         await super()._close()
         if self.shutdown_on_close and self.name not in ("", "pending"):
             try:
@@ -155,6 +200,18 @@ class RECCCluster(Cluster):
     def scale(self, n: int) -> Any:  # type: ignore[override]
         """Scale to ``n`` workers (waits until the scheduler has them)."""
         return self.sync(self._scale, n)
+
+    async def _extend(self, minutes: float) -> dict[str, Any]:
+        return await self._daemon_call("extend", self.name, minutes)
+
+    def extend(self, minutes: float = 30) -> Any:
+        """Postpone the idle harvest: keep the cluster for at least ``minutes`` more."""
+        return self.sync(self._extend, minutes)
+
+    @property
+    def harvest_warnings(self) -> list[dict[str, Any]]:
+        """The harvest and budget warnings the daemon sent about this cluster so far."""
+        return list(self._warnings.seen) if self._warnings else []
 
     # -- what a person sees ----------------------------------------------------------------
 

@@ -131,7 +131,8 @@ class Budget:
         A threshold counts as crossed when spend reaches it, so a step that starts exactly
         on a threshold does not report it again, and spend that stays above reports nothing.
         """
-        # Compare spend*100 with percent*limit: no division, so 80% of $500 is exactly $400.
+        # spend*100 against percent*limit rather than spend against limit*percent/100: one
+        # rounding fewer, so a spend exactly at the threshold reliably counts as reaching it.
         return [p for p in self.thresholds if before * 100 < p * self.monthly_limit <= after * 100]
 
     def message(self, percent: int, spend: float) -> str:

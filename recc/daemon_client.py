@@ -18,7 +18,7 @@ from typing import Any, Iterator
 from urllib.parse import quote, urlencode
 
 from recc.errors import DaemonUnavailable, RECCError, error_from_json
-from recc.paths import daemon_log_path, ensure_private_dir, log_dir, socket_path
+from recc.paths import daemon_log_path, data_dir, ensure_private_dir, log_dir, runtime_dir, socket_path
 
 START_TIMEOUT = float(os.environ.get("RECC_DAEMON_START_TIMEOUT", "30"))
 
@@ -113,18 +113,40 @@ class DaemonClient:
         except DaemonUnavailable:
             if not start:
                 raise
+        job = os.environ.get("RECC_JOB_ID")
+        if job and address is None and not os.environ.get("RECC_DAEMON"):
+            return cls.start_job_daemon(job, quiet=quiet)
         client.start_daemon(quiet=quiet)
         return client
 
-    def start_daemon(self, quiet: bool = False) -> None:
+    @classmethod
+    def start_job_daemon(cls, job: str, quiet: bool = False) -> "DaemonClient":
+        """A private daemon for this job's process: its own folders, no per-user lock.
+
+        It deletes the job's clusters and exits when this process ends, however it ends.
+        Later calls in this process (and its children) find it through ``RECC_DAEMON``.
+        """
+        pid = os.getpid()
+        runtime = ensure_private_dir(runtime_dir()) / f"job-{pid}"
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in job)[:40]
+        data = ensure_private_dir(data_dir()) / "jobs" / f"{safe}-{pid}"
+        client = cls(str(runtime / "reccd.sock"))
+        env = {**os.environ, "RECC_RUNTIME_DIR": str(runtime), "RECC_DATA_DIR": str(data)}
+        client.start_daemon(quiet=quiet, env=env, args=["--job-parent", str(pid)])
+        os.environ["RECC_DAEMON"] = client.address
+        return client
+
+    def start_daemon(self, quiet: bool = False, env: dict[str, str] | None = None,
+                     args: list[str] | None = None) -> None:
         """Spawn ``python -m reccd`` in its own session and wait until it answers."""
-        if os.environ.get("RECC_DAEMON") and Path(self.address) != socket_path():
+        if env is None and os.environ.get("RECC_DAEMON") and Path(self.address) != socket_path():
             raise self._unavailable()  # an explicit address we cannot start a daemon for
         out = open(os.open(ensure_private_dir(log_dir()) / "reccd.stdout", os.O_WRONLY | os.O_CREAT | os.O_APPEND,
                            0o600), "ab")
         try:
-            proc = subprocess.Popen([sys.executable, "-m", "reccd"], stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+            proc = subprocess.Popen([sys.executable, "-m", "reccd", *(args or [])], stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                                    env=env)
         finally:
             out.close()
         if not quiet:
@@ -176,8 +198,8 @@ class DaemonClient:
     def shutdown(self) -> None:
         self.request("POST", "/v1/shutdown")
 
-    def events(self, cluster: str | None = None, timeout: float | None = None) -> Iterator[dict[str, Any]]:
-        """Follow the daemon's event stream (one dict per event) until it ends."""
+    def events(self, cluster: str | None = None, timeout: float | None = None) -> "EventStream":
+        """Follow the daemon's event stream (one dict per event) until it ends or is closed."""
         conn = self._connection(timeout)
         try:
             conn.request("GET", "/v1/events" + (f"?{urlencode({'cluster': cluster})}" if cluster else ""))
@@ -185,12 +207,34 @@ class DaemonClient:
         except (FileNotFoundError, ConnectionError):
             conn.close()
             raise self._unavailable() from None
+        return EventStream(conn, response)
+
+
+class EventStream:
+    """An iterator over daemon events; ``close()`` from any thread ends it."""
+
+    def __init__(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse) -> None:
+        self._conn = conn
+        self._response = response
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
         try:
-            for line in response:
+            for line in self._response:
                 if line.strip():
                     yield json.loads(line)
+        except (OSError, ValueError, http.client.HTTPException):
+            return  # closed, or the daemon went away: the stream just ends
         finally:
-            conn.close()
+            self.close()
+
+    def close(self) -> None:
+        sock = self._conn.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a reader blocked in another thread
+            except OSError:
+                pass
+        self._conn.close()
 
 
 def _tail(path: Path, n: int) -> str:

@@ -206,9 +206,9 @@ class DeadManSwitch(SchedulerPlugin):
         self.expired = True
         since = time.monotonic() - (self.last_heartbeat if self.last_heartbeat is not None
                                     else self.deadline - self.ttl)
-        what = "no heartbeat" if self.last_heartbeat is None else "no heartbeat since the last one"
-        logger.warning("RECC dead-man switch: %s from the RECC daemon for %.0f s (heartbeat_ttl %g s): "
-                       "shutting the cluster down", what, since, self.ttl)
+        logger.warning("RECC dead-man switch: no heartbeat from the RECC daemon for %.0f s (heartbeat_ttl %g s%s): "
+                       "shutting the cluster down", since, self.ttl,
+                       "; none since the scheduler started" if self.last_heartbeat is None else "")
         asyncio.get_running_loop().create_task(self._shut_down())
 
     async def _shut_down(self) -> None:

@@ -19,17 +19,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
-import platformdirs
 import yaml
 
+from recc.paths import config_dir
 from recc.errors import SpecError, TemplateNotFound
 from recc.spec import ClusterSpec
 
-CONFIG_DIR_ENV = "RECC_CONFIG_DIR"
 TEMPLATES_FILE = "templates.yaml"
 GiB = 2**30
 
@@ -60,12 +58,6 @@ def _builtin_templates() -> dict[str, ClusterSpec]:
 
 
 BUILTIN_NAMES = tuple(_builtin_templates())
-
-
-def config_dir() -> Path:
-    """The user config folder: ``$RECC_CONFIG_DIR``, else platformdirs' ``user_config_dir("recc")``."""
-    env = os.environ.get(CONFIG_DIR_ENV)
-    return Path(env) if env else Path(platformdirs.user_config_dir("recc"))
 
 
 def user_templates_path() -> Path:

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from recc.errors import RECCError
-from recc.harvest import decide, format_duration
+from recc.harvest import decide, format_duration, in_local_clock
 from recc.spec import ClusterSpec, ClusterStatus
 from reccd.manager import ClusterManager
 
@@ -82,10 +82,11 @@ class KeepAlive:
                 return
             received = time.time()
             self._last_beat[cid] = received
+            # the scheduler's clock may differ from ours: decide in ours (extend and deadlines are ours)
+            facts = in_local_clock(facts, received)
             self.manager.facts[cid] = facts
-            # decide in the scheduler's clock: its observation time plus what elapsed here since
             decision = decide(facts, idle_timeout=spec.idle_timeout, no_client_timeout=spec.no_client_timeout,
-                              warn_before=spec.harvest_warning, now=facts.observed_at + (time.time() - received),
+                              warn_before=spec.harvest_warning, now=time.time(),
                               extended_until=row.get("extended_until"))
             self.manager.decisions[cid] = decision
             if decision.action in ("warn", "harvest") and not row.get("warned_at"):

