@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -57,7 +58,7 @@ class Daemon:
         if wait:
             deadline = time.monotonic() + 30
             # up = answering and its info file written (that happens after reconcile at start)
-            while not (self.client().is_alive() and (self.socket.parent / "reccd.json").exists()):
+            while not (self.client().is_alive() and self._info_pid() == self.proc.pid):
                 if self.proc.poll() is not None:
                     out = self.proc.stdout.read().decode() if self.proc.stdout else ""
                     raise RuntimeError(f"reccd exited with {self.proc.returncode}: {out}\n{self.log}")
@@ -65,6 +66,12 @@ class Daemon:
                     raise RuntimeError(f"reccd did not start:\n{self.log}")
                 time.sleep(0.05)
         return self
+
+    def _info_pid(self) -> int | None:
+        try:
+            return json.loads((self.socket.parent / "reccd.json").read_text())["pid"]
+        except (OSError, ValueError, KeyError):
+            return None
 
     def stop(self, timeout: float = 60) -> int | None:
         if self.proc is None or self.proc.poll() is not None:

@@ -143,12 +143,6 @@ async def test_heartbeats_keep_the_cluster_alive(tmp_path):
             assert await client.submit(sum, range(10)) == 45
 
 
-def worker_client_id() -> str:
-    from distributed import get_client
-
-    return get_client().id
-
-
 @pytest.mark.slow
 async def test_idle_facts(tmp_path):
     async with local_cluster(tmp_path, "dm3", n_workers=1, ttl=60.0) as (provider, seen, tls, _):
@@ -168,6 +162,8 @@ async def test_idle_facts(tmp_path):
                               timeout=20, name="notebook") as client:
                 assert await client.submit(sum, range(10)) == 45
                 # A task that opens a client on its worker: that client is no user either.
+                # (A lambda: cloudpickle sends it by value; the workers cannot import the tests.)
+                worker_client_id = lambda: __import__("distributed").get_client().id  # noqa: E731
                 assert (await client.submit(worker_client_id, pure=False)).startswith("Client-worker-")
                 facts = await provider.heartbeat("dm3", last, 60.0)
                 assert facts.clients == 1 and facts.last_client_left is None

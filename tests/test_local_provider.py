@@ -26,6 +26,7 @@ from distributed import Client
 from distributed.comm import connect
 
 from recc.errors import ProviderError
+from recc.harvest import IdleFacts
 from recc.spec import ClusterSpec
 from reccd import procs
 from reccd.providers import Checkpoint, Provider
@@ -211,6 +212,13 @@ class ProviderContract:
             await steps.aclose()
             await provider.delete("c6", seen[-1] if seen else None)
         await self.assert_nothing_left(provider, "c6", seen)
+
+    @pytest.mark.slow
+    async def test_heartbeat_returns_idle_facts(self, provider):
+        async with self.cluster(provider, "c11", 0) as (seen, tls):
+            facts = await provider.heartbeat("c11", seen[-1], 60.0)
+            assert isinstance(facts, IdleFacts) and (facts.clients, facts.last_client_left) == (0, None)
+            assert facts.started_at <= facts.last_activity <= facts.observed_at
 
     async def test_delete_of_nothing(self, provider):
         await provider.delete("never-made", None)

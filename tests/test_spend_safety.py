@@ -96,7 +96,8 @@ def test_a_crash_at_any_create_step_leaves_nothing_after_restart(recc_dirs, faul
         d.proc.stdout.close()
         d.env.pop("RECC_FAULT")
         d.start()  # reconciles before it says it is up
-        assert processes_under(clusters) == [], "a scheduler or worker survived the restart"
+        left = [" ".join(p.cmdline()) for p in processes_under(clusters)]
+        assert left == [], f"a scheduler or worker survived the restart\n{d.log}"
         assert d.client().list_clusters() == []
         [row] = d.client().list_clusters(include_gone=True)
         assert row["status"] == "deleted" and row["deleted_by"] == "reconcile"
