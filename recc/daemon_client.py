@@ -222,8 +222,8 @@ class EventStream:
             for line in self._response:
                 if line.strip():
                     yield json.loads(line)
-        except (OSError, ValueError, http.client.HTTPException):
-            return  # closed, or the daemon went away: the stream just ends
+        except Exception:  # noqa: BLE001 - closed (from another thread) or the daemon went away: the stream ends
+            return
         finally:
             self.close()
 

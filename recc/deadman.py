@@ -114,6 +114,8 @@ class DeadManSwitch(SchedulerPlugin):
         self.deadline = time.monotonic() + self.ttl
         self.last_heartbeat: float | None = None  # monotonic
         self.expired = False
+        self._window = self.ttl  # the TTL the current deadline was set with
+        self._shutdown: asyncio.Task | None = None
         self._seen_transitions = -1
         self._callbacks: list[PeriodicCallback] = []
 
@@ -189,10 +191,12 @@ class DeadManSwitch(SchedulerPlugin):
 
     def recc_heartbeat(self, ttl: float | None = None) -> dict[str, Any]:
         ttl = self.ttl if ttl is None else _positive_seconds(ttl, "ttl")
-        if not self.expired:
-            now = time.monotonic()
-            self.deadline = now + ttl
-            self.last_heartbeat = now
+        if self.expired:
+            raise RuntimeError("the heartbeat TTL already expired: the cluster is shutting down")
+        now = time.monotonic()
+        self.deadline = now + ttl
+        self.last_heartbeat = now
+        self._window = ttl
         return self.facts().to_dict()
 
     def recc_idle_facts(self) -> dict[str, Any]:
@@ -207,9 +211,9 @@ class DeadManSwitch(SchedulerPlugin):
         since = time.monotonic() - (self.last_heartbeat if self.last_heartbeat is not None
                                     else self.deadline - self.ttl)
         logger.warning("RECC dead-man switch: no heartbeat from the RECC daemon for %.0f s (heartbeat_ttl %g s%s): "
-                       "shutting the cluster down", since, self.ttl,
+                       "shutting the cluster down", since, self._window,
                        "; none since the scheduler started" if self.last_heartbeat is None else "")
-        asyncio.get_running_loop().create_task(self._shut_down())
+        self._shutdown = asyncio.get_running_loop().create_task(self._shut_down())
 
     async def _shut_down(self) -> None:
         timer = None

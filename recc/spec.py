@@ -35,8 +35,9 @@ class ClusterStatus(str, Enum):
 
     @property
     def is_live(self) -> bool:
+        # deleting is live: it may still cost money, and a failed delete must be retryable
         return self in (ClusterStatus.PENDING, ClusterStatus.CREATING, ClusterStatus.RUNNING,
-                        ClusterStatus.SCALING)
+                        ClusterStatus.SCALING, ClusterStatus.DELETING)
 
 
 def parse_memory(value: int | float | str, what: str) -> int:

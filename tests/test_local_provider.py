@@ -277,7 +277,7 @@ class TestLocalProvider(ProviderContract):
                     seen.append(cp)
         finally:
             await provider.delete("c8", seen[-1] if seen else None)
-        assert len(seen) == 2  # the scheduler's pid was journaled before the wait
+        assert len(seen) == 3  # the scheduler's and the workers' pids were journaled before the wait
         await self.assert_nothing_left(provider, "c8", seen)
 
     async def test_delete_spares_a_reused_pid(self, provider):

@@ -216,7 +216,7 @@ def test_idle_harvest_warns_then_extend_postpones_then_harvests(daemon) -> None:
         assert d.client().get_cluster("idle")["status"] == "running", "extend did not postpone the harvest"
         wait_for(lambda: d.client().list_clusters() == [], 40, "the harvest")
         [gone] = d.client().list_clusters(include_gone=True)
-        assert gone["deleted_by"] == "harvest" and "no task activity" in gone["deleted_reason"]
+        assert gone["deleted_by"] == "harvest" and "no task activity" in gone["deleted_reason"], {k: gone[k] for k in ("status", "deleted_by", "deleted_reason", "error")}
         holder.stdin.write("\n")
         holder.stdin.flush()
         _, err = holder.communicate(timeout=60)
@@ -290,6 +290,8 @@ def test_sigterm_deletes_ad_hoc_clusters_and_keeps_persistent_ones(recc_dirs) ->
         d.start()  # back at login: the persistent cluster is adopted again
         assert [c["name"] for c in d.client().list_clusters()] == ["keeper"]
     finally:
+        if d.proc.poll() is None:
+            d.client().delete_cluster("keeper")  # a persistent cluster survives a daemon stop by design
         d.cleanup()
     assert not processes_under(str(Path(recc_dirs["RECC_DATA_DIR"]) / "clusters"))
 

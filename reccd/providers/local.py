@@ -231,7 +231,7 @@ class LocalProvider:
         except (OSError, asyncio.TimeoutError) as e:
             raise ProviderError(f"could not renew the heartbeat of local cluster {name!r}: its scheduler at "
                                 f"{address} did not answer within {timeout:g} s ({_why(e)})",
-                                hint="the cluster may be gone (heartbeat TTL expired, or killed); see its status") from e
+                                hint="the cluster may be gone (its heartbeat TTL expired, or it was killed)") from e
         except Exception as e:  # raised by the handler on the scheduler, re-raised here
             raise ProviderError(f"the scheduler of local cluster {name!r} refused the heartbeat: "
                                 f"{_why(e)}") from e
