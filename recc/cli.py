@@ -196,6 +196,15 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_harvest(args: argparse.Namespace) -> int:
+    # The harvester needs the providers, which live in the daemon's package; recc never imports reccd.
+    import subprocess
+
+    argv = [sys.executable, "-m", "reccd.harvester"] + (["--dry-run"] if args.dry_run else []) + (
+        ["--json"] if args.json else [])
+    return subprocess.call(argv)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from recc.demo import main as demo
 
@@ -305,6 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.add_argument("--all", action="store_true")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+
+    p = command("harvest", cmd_harvest,
+                "delete idle or orphaned clusters no daemon looks after (the daemon's own rules)")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
+    p.add_argument("--json", action="store_true")
 
     p = command("demo", cmd_demo, "create a local cluster, run a date-partitioned workload, delete it")
     p.add_argument("--workers", type=int, default=2)

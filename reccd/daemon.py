@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from contextlib import suppress
 from pathlib import Path
@@ -149,9 +150,18 @@ async def serve(job_parent: int | None = None) -> None:
             os.umask(old_umask)
         os.chmod(sock, 0o600)
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", signal.SIGTERM)):
             with suppress(NotImplementedError, AttributeError):
                 loop.add_signal_handler(sig, stop.set)
+        stopped = threading.Event()
+        if sys.platform == "win32":  # pragma: no cover - logout reaches a Windows process as window messages
+            from reccd.winsession import EndSessionHandler, run_hidden_window
+
+            def at_logout() -> None:
+                loop.call_soon_threadsafe(stop.set)
+                stopped.wait(SHUTDOWN_TIMEOUT)
+
+            run_hidden_window(EndSessionHandler(at_logout, timeout=SHUTDOWN_TIMEOUT))
         await reconcile(manager)
         keepalive = KeepAlive(manager)
         keepalive.start()
@@ -170,6 +180,7 @@ async def serve(job_parent: int | None = None) -> None:
         await manager.shutdown(SHUTDOWN_TIMEOUT, logout=not job_parent)
         await runner.cleanup()
         await state.close()
+        stopped.set()
     finally:
         with suppress(FileNotFoundError):
             (runtime / "reccd.json").unlink()

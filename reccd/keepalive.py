@@ -56,13 +56,20 @@ class KeepAlive:
             await asyncio.sleep(TICK)
 
     async def tick(self) -> None:
-        rows = [r for r in await self.manager.state.list() if r["status"] == ClusterStatus.RUNNING.value]
+        live = await self.manager.state.list()
+        rows = [r for r in live if r["status"] == ClusterStatus.RUNNING.value]
+        # a cluster's TTL runs from its scheduler's start: heartbeat it while it is still being made
+        creating = [r for r in live if r["status"] == ClusterStatus.CREATING.value and r["checkpoint"]]
         now = time.time()
         jobs = []
+        for row in creating:
+            spec = ClusterSpec.from_dict(row["spec"]) if row["spec"] else ClusterSpec()
+            if row["id"] not in self._busy and now - self._last_beat.get(row["id"], 0) >= self._interval(spec):
+                self._busy.add(row["id"])
+                jobs.append(self._renew(row, spec))
         for row in rows:
             spec = ClusterSpec.from_dict(row["spec"]) if row["spec"] else ClusterSpec()
-            interval = max(0.5, min(HEARTBEAT_INTERVAL, spec.heartbeat_ttl / 3))
-            if row["id"] not in self._busy and now - self._last_beat.get(row["id"], 0) >= interval:
+            if row["id"] not in self._busy and now - self._last_beat.get(row["id"], 0) >= self._interval(spec):
                 self._busy.add(row["id"])
                 jobs.append(self._beat(row, spec))
         if now - self._last_observe >= OBSERVE_INTERVAL:
@@ -70,6 +77,20 @@ class KeepAlive:
             jobs.append(self._observe(rows))
         if jobs:
             await asyncio.gather(*jobs)
+
+    @staticmethod
+    def _interval(spec: ClusterSpec) -> float:
+        return max(0.5, min(HEARTBEAT_INTERVAL, spec.heartbeat_ttl / 3))
+
+    async def _renew(self, row: dict[str, Any], spec: ClusterSpec) -> None:
+        """Heartbeat a cluster under construction; before its scheduler answers there is nothing to renew."""
+        try:
+            await self.manager.provider(row["provider"]).heartbeat(row["name"], row["checkpoint"], spec.heartbeat_ttl)
+            self._last_beat[row["id"]] = time.time()
+        except RECCError:
+            pass
+        finally:
+            self._busy.discard(row["id"])
 
     async def _beat(self, row: dict[str, Any], spec: ClusterSpec) -> None:
         cid = row["id"]
