@@ -126,7 +126,12 @@ def test_cluster_through_the_daemon_end_to_end(daemon) -> None:
     ls = json.loads(recc("ls", "--json").stdout)
     assert ls == []
     gone = json.loads(recc("ls", "--all", "--json").stdout)
-    assert [c["status"] for c in gone if c["name"] == name] == ["deleted"]
+    assert [(c["status"], c["deleted_by"]) for c in gone if c["name"] == name] == [("deleted", "user")]
+    # the tombstone keeps the last log lines, readable after the cluster is gone
+    logs = recc("logs", name)
+    assert logs.returncode == 0 and "[scheduler]" in logs.stdout and "Scheduler at" in logs.stdout
+    history = recc("ls", "--all")
+    assert name in history.stdout and "deleted by the user" in history.stdout
 
 
 def test_recc_cluster_env_switches_the_same_script(daemon) -> None:

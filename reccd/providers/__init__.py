@@ -105,3 +105,6 @@ def load_provider(name: str, **kwargs: Any) -> Provider:
 #
 #     async def heartbeat(self, name: str, last: Checkpoint, ttl: float) -> IdleFacts:
 #         """Renew the cluster-side dead-man switch for ``ttl`` seconds and return its idle facts."""
+#
+#     async def idle_facts(self, name: str, last: Checkpoint) -> IdleFacts:
+#         """The idle facts without renewing the switch (`recc harvest`); errors are ProviderError."""

@@ -223,18 +223,28 @@ class LocalProvider:
         A scheduler that is gone costs ``timeout`` seconds (Dask retries refused connections)."""
         if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not (math.isfinite(ttl) and ttl > 0):
             raise BadRequest(f"a heartbeat ttl must be a positive number of seconds, got {ttl!r}")
+        return await self._ask_facts(name, last, "recc_heartbeat", "renew the heartbeat of", timeout,
+                                     ttl=float(ttl))
+
+    async def idle_facts(self, name: str, last: Checkpoint, timeout: float = 5.0) -> IdleFacts:
+        """The scheduler's idle facts, without renewing its dead-man switch (for `recc harvest`).
+
+        Errors are `ProviderError` (`ClusterNotReady` when ``last`` has no scheduler address yet)."""
+        return await self._ask_facts(name, last, "recc_idle_facts", "read the idle facts of", timeout)
+
+    async def _ask_facts(self, name: str, last: Checkpoint, op: str, what: str, timeout: float,
+                         **kwargs: Any) -> IdleFacts:
         address = ((last or {}).get("scheduler") or {}).get("address")
         if not address:
-            raise ClusterNotReady(f"local cluster {name!r} has no scheduler address to heartbeat")
+            raise ClusterNotReady(f"local cluster {name!r} has no scheduler address to {what.split()[0]}")
         try:
-            facts = await self._call(last, "recc_heartbeat", timeout=timeout, ttl=float(ttl))
+            facts = await self._call(last, op, timeout=timeout, **kwargs)
         except (OSError, asyncio.TimeoutError) as e:
-            raise ProviderError(f"could not renew the heartbeat of local cluster {name!r}: its scheduler at "
+            raise ProviderError(f"could not {what} local cluster {name!r}: its scheduler at "
                                 f"{address} did not answer within {timeout:g} s ({_why(e)})",
                                 hint="the cluster may be gone (its heartbeat TTL expired, or it was killed)") from e
         except Exception as e:  # raised by the handler on the scheduler, re-raised here
-            raise ProviderError(f"the scheduler of local cluster {name!r} refused the heartbeat: "
-                                f"{_why(e)}") from e
+            raise ProviderError(f"the scheduler of local cluster {name!r} refused {op}: {_why(e)}") from e
         if not isinstance(facts, dict):  # no such handler: the scheduler answers None
             raise ProviderError(f"the scheduler of local cluster {name!r} has no RECC dead-man switch",
                                 hint=f"it was not started with --preload {DEADMAN}; see its scheduler.log")
