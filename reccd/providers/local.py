@@ -236,7 +236,7 @@ class LocalProvider:
                          **kwargs: Any) -> IdleFacts:
         address = ((last or {}).get("scheduler") or {}).get("address")
         if not address:
-            raise ClusterNotReady(f"local cluster {name!r} has no scheduler address to {what.split()[0]}")
+            raise ClusterNotReady(f"local cluster {name!r} has no scheduler address yet")
         try:
             facts = await self._call(last, op, timeout=timeout, **kwargs)
         except (OSError, asyncio.TimeoutError) as e:
