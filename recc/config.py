@@ -26,7 +26,10 @@ def config_path() -> Path:
     return config_dir() / CONFIG_FILE
 
 
-def _read_file(path: Path) -> dict[str, Any]:
+def read_yaml_mapping(path: Path, *, hint: str = "fix or remove the file",
+                      shape: str = "must be a mapping of settings", example: str = "budgets: {user: {monthly: 500}}"
+                      ) -> dict[str, Any]:
+    """A YAML file that must hold a mapping; {} if it is missing or empty; `SpecError` naming the file otherwise."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -39,12 +42,11 @@ def _read_file(path: Path) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise SpecError(f"{path} is not valid YAML{where}: {problem}", hint="fix or remove the file") from None
+        raise SpecError(f"{path} is not valid YAML{where}: {problem}", hint=hint) from None
     if data is None:  # an empty (or all-comment) file sets nothing
         return {}
     if not isinstance(data, dict):
-        raise SpecError(f"{path} must be a mapping of settings, found a {type(data).__name__}",
-                        hint="write e.g. 'budgets: {user: {monthly: 500}}'")
+        raise SpecError(f"{path} {shape}, found a {type(data).__name__}", hint=f"write e.g. '{example}'")
     return data
 
 
@@ -76,4 +78,4 @@ def load_user_config() -> dict[str, Any]:
         raise SpecError(f"Dask config 'recc' must be a mapping, found a {type(from_dask).__name__}",
                         hint="check ~/.config/dask/*.yaml and DASK_RECC* environment variables")
     # _merge copies: callers may change the result without touching Dask's global config.
-    return _merge(from_dask, _read_file(config_path()))
+    return _merge(from_dask, read_yaml_mapping(config_path()))

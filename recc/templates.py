@@ -22,8 +22,8 @@ import difflib
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
 
+from recc.config import read_yaml_mapping
 from recc.paths import config_dir
 from recc.errors import SpecError, TemplateNotFound
 from recc.spec import ClusterSpec
@@ -67,25 +67,9 @@ def user_templates_path() -> Path:
 
 def _read_user_file(path: Path) -> dict[str, dict[str, Any]]:
     """The raw entries of the user file, checked for shape; {} if there is no file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read {path}: {exc}", hint="fix or remove the file") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise SpecError(f"{path} is not valid YAML{where}: {problem}",
-                        hint="see docs/planning.md for the templates.yaml format") from None
-    if data is None:  # an empty file has no templates
-        return {}
-    if not isinstance(data, dict):
-        raise SpecError(f"{path} must map template names to settings, found a {type(data).__name__}",
-                        hint="write e.g. 'my-template: {base: local, n_workers: 4}'")
+    data = read_yaml_mapping(path, hint="see docs/planning.md for the templates.yaml format",
+                             shape="must map template names to settings",
+                             example="my-template: {base: local, n_workers: 4}")
     fields = [f.name for f in dataclasses.fields(ClusterSpec) if f.name != "template"]
     out: dict[str, dict[str, Any]] = {}
     for name, entry in data.items():
