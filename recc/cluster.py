@@ -93,7 +93,6 @@ class RECCCluster(Cluster):
         self.shutdown_on_close = (not _attach) if shutdown_on_close is None else shutdown_on_close
         self.security: Security | None = None
         self._dashboard_link = ""
-        self._cluster_id: str | None = None
         self._confirm_cost = confirm_cost
         self._warnings: _Warnings | None = None
         super().__init__(asynchronous=asynchronous, loop=loop, quiet=quiet, name=name or "pending")
@@ -127,19 +126,15 @@ class RECCCluster(Cluster):
         self.status = Status.starting
         try:
             if self._attach:
-                await self._daemon_call("health")
+                self.name = self._requested_name or ""
             else:
                 assert self.spec is not None and self.capacity_plan is not None
                 self._log(format_plan(self.capacity_plan, self.spec))
                 created = await self._daemon_call("create_cluster", self.spec.to_dict(), self._requested_name,
                                                   self._confirm_cost)
                 self.name = created["name"]
-                self._cluster_id = created["id"]
                 await self._wait_running(created["name"])
-            if self._attach:
-                self.name = self._requested_name or ""
             conn = await self._daemon_call("connection", self.name)
-            self._cluster_id = conn["id"]
             if self.spec is None:
                 self.spec = ClusterSpec.from_dict(conn["spec"])
                 self.capacity_plan = make_plan(self.spec)

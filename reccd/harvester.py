@@ -181,6 +181,8 @@ async def remove(src: Source, row: dict[str, Any] | None, result: dict[str, Any]
         result["deleted"] = True
     except RECCError as exc:
         result["error"] = exc.message
+    except (sqlite3.Error, OSError) as exc:
+        result["error"] = f"{type(exc).__name__}: {exc}"
 
 
 async def harvest_source(src: Source, dry_run: bool) -> list[dict[str, Any]]:

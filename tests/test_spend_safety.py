@@ -368,3 +368,21 @@ def test_bad_input_is_refused_clearly(daemon) -> None:
     with pytest.raises(BadRequest):
         client.extend("real", 10**9)
     assert client.list_clusters()[0]["name"] == "real"
+
+
+def test_the_cost_guard_needs_a_confirmation(recc_dirs) -> None:
+    config = Path(recc_dirs["RECC_CONFIG_DIR"])
+    config.mkdir(parents=True)
+    (config / "config.yaml").write_text("max_cost_per_hour: 1\n")
+    d = start(recc_dirs, RECC_LOCAL_PRICE_PER_HOUR="5")
+    try:
+        from recc.errors import CostNotConfirmed
+
+        with pytest.raises(CostNotConfirmed) as err:
+            d.client().create_cluster(spec(), "dear")
+        assert "$5.00/h" in err.value.message and "--yes" in err.value.hint
+        assert d.client().list_clusters(include_gone=True) == []  # nothing was made
+        d.client().create_cluster(spec(), "dear", confirm_cost=True)
+        wait_running(d, "dear")
+    finally:
+        d.cleanup()
