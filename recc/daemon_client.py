@@ -181,8 +181,9 @@ class DaemonClient:
     def get_cluster(self, name: str) -> dict[str, Any]:
         return self.request("GET", f"/v1/clusters/{quote(name, safe='')}")
 
-    def delete_cluster(self, name: str) -> dict[str, Any]:
-        return self.request("DELETE", f"/v1/clusters/{quote(name, safe='')}", timeout=300)
+    def delete_cluster(self, name: str, reason: str | None = None, by: str | None = None) -> dict[str, Any]:
+        body = {k: v for k, v in (("reason", reason), ("by", by)) if v is not None}
+        return self.request("DELETE", f"/v1/clusters/{quote(name, safe='')}", body or None, timeout=300)
 
     def scale(self, name: str, n_workers: int) -> dict[str, Any]:
         return self.request("POST", f"/v1/clusters/{quote(name, safe='')}/scale", {"n_workers": n_workers},

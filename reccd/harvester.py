@@ -1,15 +1,10 @@
-"""`recc harvest`: the daemon's idle-harvest decision, run without a daemon.
+"""`recc harvest`: the daemon's idle-harvest decision, for clusters no daemon looks after.
 
-For the clusters no daemon looks after: the desktop daemon was killed and not restarted, or
-a job daemon died with its job. Every state database the user has is read (the desktop
-daemon's ``<data>/state.db`` and each job daemon's ``<data>/jobs/<job>-<pid>/state.db``);
-each live cluster's scheduler is asked for its idle facts (without renewing its heartbeat)
-and judged by the same `recc.harvest.decide` as the daemon's. Processes that no live row
-explains are orphans, and are harvested too.
-
-A cluster is deleted through its database's daemon when that daemon answers (it records
-the deletion itself); otherwise through the provider, and the row is marked deleted by
-``recc harvest`` the way the daemon marks its own (status, tombstone fields, events).
+It reads the desktop daemon's ``<data>/state.db`` and each job daemon's ``<data>/jobs/<job>-<pid>/state.db``,
+asks each live cluster's scheduler for its idle facts (without renewing its heartbeat) and
+judges them with `recc.harvest.decide`; processes no live row explains are orphans. A cluster
+is deleted through its database's daemon when that daemon answers (it records the deletion),
+else through the provider, and the row is marked deleted by ``recc harvest`` as the daemon would.
 """
 
 from __future__ import annotations
@@ -21,6 +16,7 @@ import os
 import sqlite3
 import sys
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +41,7 @@ class Source:
     def __init__(self, label: str, data: Path, socket: Path | None) -> None:
         self.label, self.data, self.socket, self.db = label, data, socket, data / "state.db"
         self._providers: dict[str, Provider] = {}
-        self._state: State | None = None
+        self._state: State | None = None  # opened only to record a deletion
 
     def provider(self, name: str) -> Provider:
         if name not in self._providers:
@@ -53,11 +49,9 @@ class Source:
         return self._providers[name]
 
     def daemon_alive(self) -> bool:
-        if self.socket is None or not self.socket.exists():
-            return False
+        """Whether this folder's daemon answers (a frozen one does not, within 5 s)."""
         try:
-            DaemonClient(str(self.socket)).health(timeout=5.0)
-            return True
+            return self.socket is not None and DaemonClient(str(self.socket)).health(timeout=5.0) is not None
         except RECCError:
             return False
 
@@ -98,14 +92,13 @@ def read_rows(db: Path) -> list[dict[str, Any]]:
         out = []
         for r in rows:
             row: dict[str, Any] = State._row(r)  # type: ignore[assignment]
-            if not row.get("checkpoint"):  # damaged, or the row was never updated: the journal knows
-                for j in con.execute("SELECT checkpoint FROM journal WHERE cluster_id=? AND phase IN"
-                                     " ('done','complete') AND checkpoint IS NOT NULL ORDER BY seq DESC", (r["id"],)):
-                    try:
-                        row["checkpoint"] = json.loads(j["checkpoint"])
-                        break
-                    except ValueError:
-                        continue
+            # damaged, or never updated: the journal's last readable checkpoint
+            for j in [] if row.get("checkpoint") else con.execute(
+                    "SELECT checkpoint FROM journal WHERE cluster_id=? AND phase IN ('done','complete')"
+                    " AND checkpoint IS NOT NULL ORDER BY seq DESC", (r["id"],)):
+                with suppress(ValueError):
+                    row["checkpoint"] = json.loads(j["checkpoint"])
+                    break
             out.append(row)
         return out
     finally:
@@ -114,7 +107,8 @@ def read_rows(db: Path) -> list[dict[str, Any]]:
 
 def verdict(action: str, reason: str, clock: str | None = None, seconds_left: float | None = None,
             **extra: Any) -> dict[str, Any]:
-    return {"action": action, "clock": clock, "reason": reason, "seconds_left": seconds_left, **extra}
+    return {"action": action, "clock": clock, "reason": reason, "seconds_left": seconds_left, "deleted": False,
+            "error": None, **extra}
 
 
 async def judge(src: Source, row: dict[str, Any], daemon_alive: bool) -> dict[str, Any]:
@@ -125,11 +119,8 @@ async def judge(src: Source, row: dict[str, Any], daemon_alive: bool) -> dict[st
     if status in HALF_MADE:
         return verdict("harvest", f"it was {status} when its daemon stopped; nobody will finish it")
     try:
-        spec = ClusterSpec.from_dict(row["spec"]) if row["spec"] else ClusterSpec()
-    except RECCError:
-        spec = ClusterSpec()  # a damaged spec: the defaults, as the daemon does
-    try:
         provider = src.provider(row["provider"])
+        spec = ClusterSpec.from_dict(row["spec"]) if row["spec"] else ClusterSpec()  # unreadable: defaults
     except RECCError as exc:
         return verdict("keep", f"cannot check it: {exc.message}")
     try:
@@ -154,11 +145,8 @@ async def delete_recorded(src: Source, row: dict[str, Any], result: dict[str, An
     await state.update(cid, status=ClusterStatus.DELETING.value)  # live until done: a failure can be retried
     await state.add_event(cid, "cluster.status", f"deleting: {reason}", {"status": ClusterStatus.DELETING.value})
     fields: dict[str, Any] = {}
-    if row["checkpoint"]:
-        try:
-            fields["logs_tail"] = await provider.logs(row["name"], row["checkpoint"], LOG_TAIL_LINES)
-        except Exception:  # noqa: BLE001 - logs are a courtesy; deletion is the duty
-            pass
+    with suppress(Exception):  # the tombstone's logs are a courtesy; deletion is the duty
+        fields["logs_tail"] = await provider.logs(row["name"], row["checkpoint"] or {}, LOG_TAIL_LINES)
     await provider.delete(row["name"], row["checkpoint"])
     await state.add_sample(cid, 0, 0.0)
     fields["total_cost"] = await cluster_cost(state, cid)
@@ -175,14 +163,13 @@ async def remove(src: Source, row: dict[str, Any] | None, result: dict[str, Any]
                 await (await src.state()).add_event(None, "orphan.removed", f"{BY} removed leftover processes of "
                                                     f"{result['name']}", {"provider": result["provider"], "by": BY})
         elif daemon_alive:  # its daemon records the deletion
-            await asyncio.to_thread(DaemonClient(str(src.socket)).delete_cluster, row["id"])
+            await asyncio.to_thread(DaemonClient(str(src.socket)).delete_cluster, row["id"],
+                                    f"harvested: {result['reason']}", BY)
         else:
             await delete_recorded(src, row, result)
         result["deleted"] = True
-    except RECCError as exc:
-        result["error"] = exc.message
-    except (sqlite3.Error, OSError) as exc:
-        result["error"] = f"{type(exc).__name__}: {exc}"
+    except (RECCError, sqlite3.Error, OSError) as exc:
+        result["error"] = exc.message if isinstance(exc, RECCError) else f"{type(exc).__name__}: {exc}"
 
 
 async def harvest_source(src: Source, dry_run: bool) -> list[dict[str, Any]]:
@@ -193,16 +180,12 @@ async def harvest_source(src: Source, dry_run: bool) -> list[dict[str, Any]]:
     rows = await asyncio.to_thread(read_rows, src.db)
     alive = await asyncio.to_thread(src.daemon_alive)
     verdicts = await asyncio.gather(*(judge(src, r, alive) for r in rows))
-    items: list[tuple[dict[str, Any] | None, dict[str, Any]]] = []
-    for row, v in zip(rows, verdicts):
-        items.append((row, {"name": row["name"], "provider": row["provider"], "source": src.label, **v}))
+    items: list[tuple[dict[str, Any] | None, dict[str, Any]]] = [
+        (row, {"name": row["name"], "provider": row["provider"], "source": src.label, **v})
+        for row, v in zip(rows, verdicts)]
     known = {r["name"] for r in rows if r["provider"] == "local"}
-    for name in owned:
-        if name not in known:
-            items.append((None, {"name": name, "provider": "local", "source": "orphan", **verdict("harvest", ORPHAN),
-                                 "folder": str(local / name)}))
-    for _, result in items:
-        result.update(deleted=False, error=None)
+    items += [(None, {"name": name, "provider": "local", "source": "orphan", **verdict("harvest", ORPHAN),
+                      "folder": str(local / name)}) for name in owned if name not in known]
     if not dry_run:
         await asyncio.gather(*(remove(src, row, result, alive) for row, result in items
                                if result["action"] == "harvest"))

@@ -277,6 +277,7 @@ class ClusterManager:
             except Exception:
                 await self.set_status(row, ClusterStatus.RUNNING, "scaling failed")
                 raise
+            await self.state.journal(row["id"], 0, "scaled", checkpoint)  # reconcile starts from here after a crash
             row = await self.state.update(row["id"], checkpoint=checkpoint, target_workers=n_workers,
                                           spec=spec.to_dict()) or row
             before = self.observed.get(row["id"])

@@ -42,6 +42,10 @@ OPENAPI: dict[str, Any] = {
         "/v1/clusters/{name}": {
             "get": {"summary": "one cluster with its events", "parameters": NAME, "responses": _ok(_ref("Cluster"))},
             "delete": {"summary": "delete a cluster and everything made for it", "parameters": NAME,
+                       "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                           "type": "object", "properties": {
+                               "reason": {"type": "string", "maxLength": 500},
+                               "by": {"type": "string", "enum": ["user", "harvest", "recc harvest"]}}}}}},
                        "responses": _ok(_ref("Cluster"))},
         },
         "/v1/clusters/{name}/scale": {"post": {

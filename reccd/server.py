@@ -121,7 +121,14 @@ def make_app(manager: ClusterManager, bus: EventBus, info: dict[str, Any],
 
     @routes.delete("/v1/clusters/{name}")
     async def delete_cluster(request: web.Request) -> web.Response:
-        return web.json_response(await manager.delete(request.match_info["name"]))
+        data = await body(request)
+        by = data.get("by", "user")
+        if by not in ("user", "harvest", "recc harvest"):
+            raise BadRequest(f"by must be user, harvest or 'recc harvest', got {by!r}")
+        reason = data.get("reason") or "deleted by the user"
+        if not isinstance(reason, str) or len(reason) > 500:
+            raise BadRequest("reason must be a sentence of at most 500 characters")
+        return web.json_response(await manager.delete(request.match_info["name"], reason=reason, by=by))
 
     @routes.post("/v1/clusters/{name}/scale")
     async def scale_cluster(request: web.Request) -> web.Response:

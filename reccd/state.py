@@ -261,7 +261,7 @@ class State:
         """The last journaled checkpoint of a cluster, and whether a corrupt row was skipped."""
         assert self._db is not None
         corrupt = False
-        for row in self._db.execute("SELECT checkpoint FROM journal WHERE cluster_id=? AND phase IN ('done','complete')"
+        for row in self._db.execute("SELECT checkpoint FROM journal WHERE cluster_id=? AND phase IN ('done','complete','scaled')"
                                     " AND checkpoint IS NOT NULL ORDER BY seq DESC", (cid,)):
             try:
                 return json.loads(row["checkpoint"]), corrupt
