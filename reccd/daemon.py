@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -187,4 +188,6 @@ async def serve(job_parent: int | None = None) -> None:
         with suppress(FileNotFoundError):
             sock.unlink()
         lock.close()
+        if job_parent:  # a job daemon's folder dies with it
+            shutil.rmtree(runtime, ignore_errors=True)
     log.info("stopped")
