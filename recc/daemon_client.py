@@ -39,20 +39,43 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+def use_tcp() -> bool:
+    """The TCP+token transport: asked for with ``RECC_TRANSPORT=tcp``, and the only one without AF_UNIX."""
+    return os.environ.get("RECC_TRANSPORT", "unix" if hasattr(socket, "AF_UNIX") else "tcp") == "tcp"
+
+
 def daemon_address() -> str:
-    """``RECC_DAEMON`` (a socket path or ``unix://`` URL), else the well-known socket."""
+    """``RECC_DAEMON`` (a socket path, ``unix://`` or ``http://127.0.0.1:PORT`` URL), else the well-known place."""
     value = os.environ.get("RECC_DAEMON")
     if value:
         return value.removeprefix("unix://")
+    if use_tcp():
+        try:
+            return json.loads((runtime_dir() / "reccd.json").read_text())["url"]
+        except (OSError, ValueError, KeyError):
+            return str(runtime_dir() / "reccd.json")  # no daemon yet: name where its address will be
     return str(socket_path())
+
+
+def daemon_token() -> str:
+    """The TCP transport's token, from the file only the user can read."""
+    try:
+        return (runtime_dir() / "reccd.token").read_text().strip()
+    except OSError:
+        return ""
 
 
 class DaemonClient:
     """One client per daemon address; cheap to create, one connection per request."""
 
     def __init__(self, address: str | None = None, timeout: float = 60.0) -> None:
-        self.address = address or daemon_address()
+        self._explicit = address
         self.timeout = timeout
+
+    @property
+    def address(self) -> str:
+        # looked up on every use: a TCP daemon's port is only known once it runs
+        return self._explicit or daemon_address()
 
     def __repr__(self) -> str:
         return f"DaemonClient({self.address!r})"
@@ -62,14 +85,23 @@ class DaemonClient:
                                  hint="start it with `reccd` or `recc daemon start`, or run `recc doctor`")
 
     def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
-        return _UnixHTTPConnection(self.address, timeout)
+        address = self.address
+        if address.startswith("http://"):
+            host, _, port = address.removeprefix("http://").rstrip("/").rpartition(":")
+            if not port.isdigit():
+                raise self._unavailable()
+            return http.client.HTTPConnection(host, int(port), timeout=timeout)
+        return _UnixHTTPConnection(address, timeout)
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {daemon_token()}"} if self.address.startswith("http://") else {}
 
     def request(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> Any:
         conn = self._connection(timeout or self.timeout)
         try:
             payload = json.dumps(body).encode() if body is not None else None
             headers = {"Content-Type": "application/json"} if payload is not None else {}
-            conn.request(method, path, body=payload, headers=headers)
+            conn.request(method, path, body=payload, headers={**headers, **self._headers()})
             response = conn.getresponse()
             raw = response.read()
         except (FileNotFoundError, ConnectionError):
@@ -139,8 +171,8 @@ class DaemonClient:
     def start_daemon(self, quiet: bool = False, env: dict[str, str] | None = None,
                      args: list[str] | None = None) -> None:
         """Spawn ``python -m reccd`` in its own session and wait until it answers."""
-        if env is None and os.environ.get("RECC_DAEMON") and Path(self.address) != socket_path():
-            raise self._unavailable()  # an explicit address we cannot start a daemon for
+        if env is None and os.environ.get("RECC_DAEMON"):
+            raise self._unavailable()  # an explicit address: a daemon started here would not listen there
         out = open(os.open(ensure_private_dir(log_dir()) / "reccd.stdout", os.O_WRONLY | os.O_CREAT | os.O_APPEND,
                            0o600), "ab")
         try:
@@ -203,7 +235,8 @@ class DaemonClient:
         """Follow the daemon's event stream (one dict per event) until it ends or is closed."""
         conn = self._connection(timeout)
         try:
-            conn.request("GET", "/v1/events" + (f"?{urlencode({'cluster': cluster})}" if cluster else ""))
+            conn.request("GET", "/v1/events" + (f"?{urlencode({'cluster': cluster})}" if cluster else ""),
+                         headers=self._headers())
             response = conn.getresponse()
         except (FileNotFoundError, ConnectionError):
             conn.close()

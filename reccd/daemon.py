@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import os
 import shutil
 import signal
@@ -129,7 +130,8 @@ async def serve(job_parent: int | None = None) -> None:
     check_socket_path(sock)
     lock = acquire_lock(runtime / "reccd.lock", sock)
     try:
-        clear_stale_socket(sock)
+        if hasattr(socket, "AF_UNIX"):
+            clear_stale_socket(sock)
         data = ensure_private_dir(data_dir())
         state = State(data / "state.db")
         await state.open()
@@ -141,15 +143,25 @@ async def serve(job_parent: int | None = None) -> None:
         stop = asyncio.Event()
         info = {"pid": os.getpid(), "socket": str(sock), "version": __version__, "started_at": time.time(),
                 "log": str(log_path), "job": os.environ.get("RECC_JOB_ID") if job_parent else None}
-        app = make_app(manager, bus, info, stop.set, str(log_path))
+        tcp = os.environ.get("RECC_TRANSPORT", "unix" if hasattr(socket, "AF_UNIX") else "tcp") == "tcp"
+        token = secrets.token_urlsafe(32) if tcp else None
+        app = make_app(manager, bus, info, stop.set, str(log_path), token=token)
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        old_umask = os.umask(0o177)  # the socket is 0600 from the moment it exists
-        try:
-            await web.UnixSite(runner, str(sock)).start()
-        finally:
-            os.umask(old_umask)
-        os.chmod(sock, 0o600)
+        if tcp:
+            # No AF_UNIX (Windows) or asked for: loopback TCP, and a token only the user can read.
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            info["url"] = f"http://127.0.0.1:{port}"
+            write_private_file(runtime / "reccd.token", token or "")
+        else:
+            old_umask = os.umask(0o177)  # the socket is 0600 from the moment it exists
+            try:
+                await web.UnixSite(runner, str(sock)).start()
+            finally:
+                os.umask(old_umask)
+            os.chmod(sock, 0o600)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", signal.SIGTERM)):
             with suppress(NotImplementedError, AttributeError):
@@ -170,8 +182,8 @@ async def serve(job_parent: int | None = None) -> None:
         if job_parent:
             background.append(asyncio.create_task(watch_parent(job_parent, stop)))
         write_private_file(runtime / "reccd.json", json.dumps(info))
-        log.info("reccd %s listening on %s (pid %s)", __version__, sock, os.getpid())
-        print(f"reccd {__version__} listening on {sock}", flush=True)
+        log.info("reccd %s listening on %s (pid %s)", __version__, info.get("url") or sock, os.getpid())
+        print(f"reccd {__version__} listening on {info.get('url') or sock}", flush=True)
         await stop.wait()
         log.info("stopping: deleting this daemon's ad hoc clusters")
         for task in background:
@@ -183,8 +195,9 @@ async def serve(job_parent: int | None = None) -> None:
         await state.close()
         stopped.set()
     finally:
-        with suppress(FileNotFoundError):
-            (runtime / "reccd.json").unlink()
+        for leftover in ("reccd.json", "reccd.token"):
+            with suppress(FileNotFoundError):
+                (runtime / leftover).unlink()
         with suppress(FileNotFoundError):
             sock.unlink()
         lock.close()

@@ -8,6 +8,7 @@ log file, with the traceback only in that log.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import os
@@ -44,15 +45,25 @@ def peer_uid(request: web.Request) -> int | None:
     return struct.unpack("3i", creds)[1]
 
 
+def _refuse(status: int, code: str, message: str, hint: str | None = None) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message, "hint": hint}}, status=status)
+
+
 def make_app(manager: ClusterManager, bus: EventBus, info: dict[str, Any],
-             stop: Callable[[], None], log_path: str) -> web.Application:
+             stop: Callable[[], None], log_path: str, token: str | None = None) -> web.Application:
+    """The API. With ``token`` (the TCP transport) every request must carry ``Authorization: Bearer <token>``."""
+
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         uid = peer_uid(request)
         if uid is not None and uid != os.getuid():
             log.warning("refused a request from uid %s", uid)
-            return web.json_response({"error": {"code": "forbidden", "message": "this daemon serves only its owner",
-                                                "hint": None}}, status=403)
+            return _refuse(403, "forbidden", "this daemon serves only its owner")
+        if token is not None:
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                return _refuse(401, "unauthorized", "a valid daemon token is required",
+                               "the token is in the daemon's token file in your runtime folder")
         try:
             return await handler(request)
         except RECCError as exc:
@@ -62,13 +73,11 @@ def make_app(manager: ClusterManager, bus: EventBus, info: dict[str, Any],
                 return error_response(NotFound(f"no such endpoint: {request.method} {request.path}",
                                                hint="see /v1/openapi.json"))
             if exc.status == 405:
-                return web.json_response({"error": {"code": "method-not-allowed",
-                                                    "message": f"{request.method} is not allowed on {request.path}",
-                                                    "hint": "see /v1/openapi.json"}}, status=405)
+                return _refuse(405, "method-not-allowed", f"{request.method} is not allowed on {request.path}",
+                               "see /v1/openapi.json")
             if exc.status == 413:
                 return error_response(BadRequest(f"request body larger than {MAX_BODY} bytes"))
-            return web.json_response({"error": {"code": "http-error", "message": exc.reason, "hint": None}},
-                                     status=exc.status)
+            return _refuse(exc.status, "http-error", exc.reason)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - never a traceback over the socket

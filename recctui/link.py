@@ -138,7 +138,7 @@ class DaemonLink:
             self._refresh_pending = False
             self.refresh_clusters()
 
-        self.set_timer(delay, go)  # type: ignore[attr-defined]
+        self.set_timer(max(delay, 0.01), go)  # type: ignore[attr-defined]  (0 divides by zero in Textual)
 
     @work(thread=True, exclusive=True, group="refresh", exit_on_error=False)
     def refresh_clusters(self) -> None:

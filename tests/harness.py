@@ -50,6 +50,8 @@ class Daemon:
             return ""
 
     def client(self) -> DaemonClient:
+        if self.env.get("RECC_TRANSPORT") == "tcp":
+            return DaemonClient()  # discovered from the runtime folder's info file, like any client
         return DaemonClient(str(self.socket))
 
     def start(self, wait: bool = True) -> "Daemon":
