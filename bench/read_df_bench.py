@@ -57,11 +57,14 @@ def median_times(contenders: dict[str, Callable[[], object]], runs: int) -> dict
     for fn in contenders.values():  # warm-up: page cache, connections, imports
         fn()
     times: dict[str, list[float]] = {k: [] for k in contenders}
-    for _ in range(runs):
-        for name, fn in contenders.items():
+    names = list(contenders)
+    for run in range(runs):
+        for name in names[run % len(names):] + names[:run % len(names)]:  # rotate: no contender always first
             t0 = time.perf_counter()
-            fn()
+            contenders[name]()
             times[name].append(time.perf_counter() - t0)
+    for name, values in times.items():
+        print(f"  {name:38s} " + " ".join(f"{t * 1000:7.1f}" for t in values) + " ms")
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -113,9 +116,8 @@ def main() -> None:
             "read_df (fall-through to FP_S3)": lambda: pdx.read_df("bench/big.parquet", quiet=True),
             "read_df (datastores='FP_S3')": lambda: pdx.read_df("bench/big.parquet", quiet=True, datastores="FP_S3"),
         }, args.runs)
-        # the local contenders are timed first and alone: the S3 ones share the cores with moto
         for name, t in {**local, **s3}.items():
-            print(f"  {name:38s} {t * 1000:8.1f} ms")
+            print(f"  median {name:38s} {t * 1000:8.1f} ms")
         print(f"ratio local (read_df / pandas.read_parquet):            {list(local.values())[1] / list(local.values())[0]:.3f}"
               "  (target <= 1.03)")
         s3_base = s3["raw s3fs + pandas"]
