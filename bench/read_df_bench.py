@@ -98,8 +98,9 @@ def main() -> None:
         size = os.path.getsize(local_path)
         raw = s3fs.S3FileSystem()
         raw.mkdir("recc-bench")
-        raw.put_file(local_path, "recc-bench/fp-s3/bench/big.parquet")
-        url = "s3://recc-bench/fp-s3/bench/big.parquet"
+        # in FP_S3 only, under another name: the fall-through must miss LOCAL, FP_LOCAL and S3 first
+        raw.put_file(local_path, "recc-bench/fp-s3/bench/s3only.parquet")
+        url = "s3://recc-bench/fp-s3/bench/s3only.parquet"
         print(f"file: {size / MiB:.1f} MiB, {rows:,} rows; read order {get_read_datastore_names()}; "
               f"median of {args.runs}")
 
@@ -113,8 +114,9 @@ def main() -> None:
         }, args.runs)
         s3 = median_times({
             "raw s3fs + pandas": raw_s3,
-            "read_df (fall-through to FP_S3)": lambda: pdx.read_df("bench/big.parquet", quiet=True),
-            "read_df (datastores='FP_S3')": lambda: pdx.read_df("bench/big.parquet", quiet=True, datastores="FP_S3"),
+            "read_df (fall-through to FP_S3)": lambda: pdx.read_df("bench/s3only.parquet", quiet=True),
+            "read_df (datastores='FP_S3')": lambda: pdx.read_df("bench/s3only.parquet", quiet=True,
+                                                                 datastores="FP_S3"),
         }, args.runs)
         for name, t in {**local, **s3}.items():
             print(f"  median {name:38s} {t * 1000:8.1f} ms")

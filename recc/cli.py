@@ -320,6 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
     p.add_argument("--json", action="store_true")
 
+    from recc.datasync import add_sync_arguments, cmd_sync
+
+    p = command("sync", cmd_sync, "copy new or changed files from one datastore to another")
+    add_sync_arguments(p)
+
     p = command("demo", cmd_demo, "create a local cluster, run a date-partitioned workload, delete it")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--dates", type=int, default=20, help="number of business days to process")

@@ -11,7 +11,7 @@ from distributed import Client
 from recc.cluster import RECCCluster
 from recc.daemon_client import DaemonClient
 from recc.errors import TemplateNotFound
-from recc.plugins import RECCWorkerSetup
+from recc.plugins import DatastoreSetup, RECCWorkerSetup
 from recc.spec import ClusterSpec
 from recc.templates import list_templates
 
@@ -50,6 +50,8 @@ class RSHClient(Client):
             env={**(spec.env if spec else {}), **(env or {})},
             source_paths=[*(spec.source_paths if spec else ()), *(source_paths or [])],
         )
+        # a snapshot of this process's datastore settings, so workers read the same roots
+        self._recc_datastores = DatastoreSetup()
         kwargs["direct_to_workers"] = False
         super().__init__(address, asynchronous=asynchronous, **kwargs)
 
@@ -79,7 +81,8 @@ class RSHClient(Client):
             await super()._start(**kwargs)
         else:
             await super()._start(timeout=timeout, **kwargs)
-        await self._register_worker_plugin(self._recc_plugin, self._recc_plugin.name, idempotent=False)
+        for plugin in (self._recc_plugin, self._recc_datastores):
+            await self._register_worker_plugin(plugin, plugin.name, idempotent=False)
 
     async def _close(self, fast: bool = False) -> None:
         await super()._close(fast=fast)

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import re
+import stat
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -211,7 +212,7 @@ class Datastore:
                 st = os.stat(full)
             except NotADirectoryError as exc:  # a file where a folder would be: the path is not there
                 raise FileNotFoundError(str(exc)) from None
-            return {"size": st.st_size, "type": "directory" if os.path.isdir(full) else "file"}
+            return {"size": st.st_size, "type": "directory" if stat.S_ISDIR(st.st_mode) else "file"}
         return self.fs.info(full)
 
 

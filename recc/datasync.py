@@ -182,9 +182,9 @@ def sync(path: str = "", src: str = "LOCAL", dst: str = "S3", dry_run: bool = Fa
     report = SyncReport(source.name, target.name, rel, dry_run)
     try:
         files = _files(source, rel)
-    except FileNotFoundError:
+    except (FileNotFoundError, RECCError):
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - rights, credentials: name the store
         raise access_error(source, "list", rel, exc) from exc
     for name, size in files.items():
         try:

@@ -59,7 +59,12 @@ class RECCApp(DaemonLink, ClusterActions, App[None]):
 
     @property
     def clusters_screen(self) -> ClustersScreen | None:
-        return next((s for s in self.screen_stack if isinstance(s, ClustersScreen)), None)
+        found = self.screens_of(ClustersScreen)
+        return found[0] if found else None
+
+    def screens_of(self, kind: type[Any]) -> list[Any]:
+        """The screens of a kind on the stack (none once the app is closing: messages may still arrive)."""
+        return [s for s in self.screen_stack if isinstance(s, kind)]
 
     def banners(self, state: str, *args: Any) -> None:
         for screen in self.screen_stack:
@@ -80,8 +85,8 @@ class RECCApp(DaemonLink, ClusterActions, App[None]):
             if self.select_after_refresh in self.clusters:
                 screen.table.select_id(self.select_after_refresh)
                 self.select_after_refresh = None
-        if isinstance(self.screen, CostsScreen):
-            self.screen.show_rate(list(self.rate_samples))
+        for costs in self.screens_of(CostsScreen):
+            costs.show_rate(list(self.rate_samples))
 
     def on_daemon_event(self, message: DaemonEvent) -> None:
         event, data = message.event, message.event.get("data") or {}
@@ -132,7 +137,7 @@ class RECCApp(DaemonLink, ClusterActions, App[None]):
             self.clusters_screen.table.remove_class("-stale")
         if was_down:
             self.request_refresh(0.0)
-            if isinstance(self.screen, CostsScreen):
+            if self.screens_of(CostsScreen):
                 self.fetch_costs()
 
     def on_daemon_down(self, message: DaemonDown) -> None:
@@ -147,9 +152,8 @@ class RECCApp(DaemonLink, ClusterActions, App[None]):
             self.clusters_screen.show_detail(message.cluster_id, message.detail)
 
     def on_costs_fetched(self, message: CostsFetched) -> None:
-        for screen in self.screen_stack:
-            if isinstance(screen, CostsScreen):
-                screen.show(message, self.clock(), list(self.rate_samples))
+        for screen in self.screens_of(CostsScreen):
+            screen.show(message, self.clock(), list(self.rate_samples))
 
     # -- keys -------------------------------------------------------------------------------------
 

@@ -215,8 +215,6 @@ def test_sync_command(stores, capsys) -> None:
 def test_a_task_reads_the_clients_datastores(daemon, monkeypatch, tmp_path) -> None:
     from recc import RECCCluster, RSHClient
     from recc.pandasextensions.io import write_df
-    from recc.plugins import DatastoreSetup
-
     # the daemon (and so every worker) runs without any datastore variable ...
     assert not any(k.startswith("RECC_DATASTORE_") for k in daemon.env)
     # ... which are set in this process only, after the daemon started
@@ -235,7 +233,7 @@ def test_a_task_reads_the_clients_datastores(daemon, monkeypatch, tmp_path) -> N
     cluster = RECCCluster("local", n_workers=1, worker_memory="1GiB", quiet=True)
     try:
         with RSHClient(cluster) as client:
-            client.register_plugin(DatastoreSetup())
+            # RSHClient registered DatastoreSetup itself: nothing to do here
             names, got = client.submit(task, pure=False).result(timeout=60)
             assert names == []
             pd.testing.assert_frame_equal(got, df)

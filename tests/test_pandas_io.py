@@ -11,7 +11,7 @@ import pytest
 
 import recc.pandasextensions.io as pdx
 from recc.datastore import DatastoreError, UnknownDatastore
-from tests.test_datastore import _s3_server_first, aws, make_bucket, s3_server, stores  # noqa: F401 - fixtures
+from tests.test_datastore import _s3_server_first, aws, s3_server, stores  # noqa: F401 - fixtures
 
 FRAME = pd.DataFrame(np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9]]), columns=["a", "b", "c"])
 

@@ -15,6 +15,7 @@ import os
 from typing import Any, Callable, Iterable
 
 import pandas as pd
+from fsspec.spec import AbstractBufferedFile
 
 from recc.datastore import (SHA256_KEY, Datastore, DatastoreError, Found, access_error, clean_path,
                             datastores_for, locate, report_read)
@@ -63,13 +64,16 @@ def read_found(found: Found, fmt: str, kwargs: dict[str, Any]) -> pd.DataFrame:
     store = found.store
     if store.is_local:
         return reader(found.full, **kw)
-    extra = {"size": found.info["size"]} if store.protocol in ("s3", "s3a") and "size" in found.info else {}
+    s3 = store.protocol in ("s3", "s3a") and found.info.get("type") == "file"
     try:
-        f = store.fs.open(found.full, "rb", **extra)
+        # s3fs: the size and details (ETag) from `locate` spare the file its own HEAD request
+        f = store.fs.open(found.full, "rb", **({"size": found.info["size"]} if s3 else {}))
     except FileNotFoundError:
         raise
     except Exception as exc:  # noqa: BLE001 - name the store
         raise access_error(store, "read", found.path, exc) from exc
+    if s3 and isinstance(f, AbstractBufferedFile):
+        f.details = dict(found.info)
     with f:
         return reader(f, **kw)
 

@@ -48,8 +48,8 @@ def _glob(store: Datastore, pattern: str) -> list[str]:
     rel = clean_path(pattern)
     try:
         if store.is_local:
-            hits = globlib.glob(store.full(rel), recursive=True)
-            names = [os.path.relpath(h, store.base).replace(os.sep, "/") for h in hits]
+            # root_dir: the root's own name is never read as a pattern
+            names = [h.replace(os.sep, "/") for h in globlib.glob(rel, root_dir=store.base, recursive=True)]
         else:
             prefix = store.base + "/"
             names = [h[len(prefix):] for h in store.fs.glob(store.full(rel)) if h.startswith(prefix)]

@@ -53,6 +53,7 @@ def budget_lines(budgets: list[Any], spend: float) -> list[Text]:
 
 
 class CostsScreen(Screen[None]):
+    SUB_TITLE = "costs"
     DEFAULT_CSS = """
     CostsScreen #cost-tables { height: 1fr; }
     CostsScreen #cost-tables > Vertical { width: 1fr; }
@@ -107,7 +108,7 @@ class CostsScreen(Screen[None]):
         spend = month_total(data.by_day, now)
         total = sum(c["cost"] for c in data.by_cluster)
         month = datetime.fromtimestamp(now, timezone.utc).strftime("%B %Y")
-        lines = [Text.assemble(("This month", "bold"), f" ({month}): {fmt.money(spend)}",
+        lines = [Text.assemble((f"This month ({month}):", "bold"), f" {fmt.money(spend)}",
                                f" · all history: {fmt.money(total)}")]
         if data.budget_error:
             lines.append(Text(f"budgets: {data.budget_error}", style="red"))

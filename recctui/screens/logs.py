@@ -74,6 +74,7 @@ class LogsScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.sub_title = f"logs of {self.name_}"
         self.query_one(Log).focus()
         self._title()
         self.fetch(follow=self.following)
@@ -87,7 +88,7 @@ class LogsScreen(Screen[None]):
             f"{self.target.get('status')}: the lines kept when it ended"
         ts = "timestamps on" if self.timestamps else "timestamps off"
         self.query_one("#logs-title", Static).update(
-            f"[b]{self.name_}[/b] logs · {state} · {ts} · {len(self.buffer)} lines (max {BUFFER_LINES})")
+            f"[b]{self.name_}[/b] · {state} · {ts} · {len(self.buffer)} lines (max {BUFFER_LINES})")
 
     # -- fetching ---------------------------------------------------------------------------------
 

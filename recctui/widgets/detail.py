@@ -136,7 +136,7 @@ class DetailPane(Vertical):
         """Show ``row``; ``detail`` (from get_cluster, with events) when it has come."""
         if row is None:
             for key, _ in TABS:
-                self.query_one(f"#detail-{key}", Static).update("no cluster selected")
+                self._put(key, "no cluster selected")
             self.row = self.detail = None
             return
         if self.row is None or self.row.get("id") != row.get("id"):
@@ -147,4 +147,8 @@ class DetailPane(Vertical):
         views = {"spec": spec_view(row), "endpoints": endpoints_view(row), "tags": tags_view(row),
                  "events": events_view(row, self.detail), "cost": cost_view(row, now)}
         for key, view in views.items():
-            self.query_one(f"#detail-{key}", Static).update(view)
+            self._put(key, view)
+
+    def _put(self, key: str, view: Any) -> None:
+        for static in self.query(f"#detail-{key}").results(Static):  # none until the tabs are composed
+            static.update(view)

@@ -17,6 +17,7 @@ from tests.fakekube import kinds as K
 from tests.fakekube import quota
 from tests.fakekube.clock import parse_microtime
 from tests.fakekube.errors import ApiError
+from tests.fakekube.quantity import parse as parse_quantity
 from tests.fakekube.selectors import labels_match, selector_object_requirements
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -49,6 +50,8 @@ def check_qualified_key(key: str) -> str | None:
 def validate_metadata(kind: K.Kind, obj: dict) -> None:
     meta = obj["metadata"]
     name = meta["name"]
+    if name == meta.get("generateName"):
+        name += "x2b4z"   # the suffix the store adds next
     if kind.key == "services":
         if len(name) > 63 or not DNS1035_LABEL.match(name):
             raise _invalid(kind, obj, f'metadata.name: Invalid value: "{name}": a DNS-1035 label must consist of '
@@ -164,6 +167,9 @@ class Admission:
                 raise _invalid(kind, new, f"spec.containers[{i}].name: Required value")
             if not c.get("image"):
                 raise _invalid(kind, new, f"spec.containers[{i}].image: Required value")
+            for which in ("requests", "limits"):
+                for value in (((c.get("resources") or {}).get(which)) or {}).values():
+                    parse_quantity(value)
         if op == "UPDATE":
             def mutable_stripped(s: dict) -> dict:
                 s = copy.deepcopy(s)
@@ -247,9 +253,8 @@ class Admission:
             raise _invalid(kind, new, "spec.podSelector: Required value")
 
     def _resourcequotas(self, op, kind, new, old):
-        from tests.fakekube.quantity import parse
         for res, value in ((new.get("spec") or {}).get("hard") or {}).items():
-            parse(value)
+            parse_quantity(value)
 
     def _events(self, op, kind, new, old):
         if not new.get("involvedObject"):

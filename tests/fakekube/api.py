@@ -45,11 +45,22 @@ class Api:
 
     def install(self, app: web.Application) -> None:
         app.middlewares.append(self._middleware)
+        async def ok(request: web.Request) -> web.Response:
+            return web.Response(text="ok")
+
+        async def version(request: web.Request) -> web.Response:
+            return json_response(K.VERSION_INFO)
+
+        async def apis(request: web.Request) -> web.Response:
+            return json_response(K.api_group_list())
+
         for path in ("/healthz", "/livez", "/readyz"):
-            app.router.add_get(path, lambda r: web.Response(text="ok"))
-        app.router.add_get("/version", lambda r: json_response(K.VERSION_INFO))
-        app.router.add_get("/api", self._api)
-        app.router.add_get("/apis", lambda r: json_response(K.api_group_list()))
+            app.router.add_get(path, ok)
+        # The generated client asks for "/version/", "/api/", "/apis/" (trailing slash).
+        for slash in ("", "/"):
+            app.router.add_get("/version" + slash, version)
+            app.router.add_get("/api" + slash, self._api)
+            app.router.add_get("/apis" + slash, apis)
         app.router.add_route("*", "/api/{tail:.+}", self._dispatch)
         app.router.add_route("*", "/apis/{tail:.+}", self._dispatch)
 
@@ -217,10 +228,8 @@ def _paginate(body: dict, limit: str | None, cont: str | None) -> dict:
 def _path_shape(path: str) -> str:
     """``/api/v1/namespaces/x/pods/y`` -> ``/api/v1/namespaces/{ns}/pods/{name}`` (for call counts)."""
     parts = path.strip("/").split("/")
-    out, i = [], 0
     base = 2 if parts[0] == "api" else 3
-    out = parts[:base]
-    rest = parts[base:]
+    out, rest = parts[:base], parts[base:]
     if len(rest) >= 3 and rest[0] == "namespaces":
         out += ["namespaces", "{ns}"]
         rest = rest[2:]

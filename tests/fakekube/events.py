@@ -13,13 +13,16 @@ def record(store: Store, obj: dict, reason: str, message: str, *, type_: str = "
     """Add an Event about ``obj``, or bump the count of the same one (same object, reason, message)."""
     meta = obj["metadata"]
     namespace = meta.get("namespace") or "default"
-    if store.find(K.NAMESPACES, None, namespace) is None:
+    ns_obj = store.find(K.NAMESPACES, None, namespace)
+    if ns_obj is None or ns_obj["metadata"].get("deletionTimestamp"):
         return
     digest = hashlib.sha1(f"{meta.get('uid')}/{reason}/{message}".encode()).hexdigest()[:16]
     name = f"{meta['name']}.{digest}"
     now = store.clock.rfc3339()
     existing = store.find(K.EVENTS, namespace, name)
     if existing is not None:
+        if existing.get("lastTimestamp") == now:
+            return   # at most one bump a second, so a retrying controller cannot spin the loop
         existing["count"] = existing.get("count", 1) + 1
         existing["lastTimestamp"] = now
         store.write(K.EVENTS, existing)

@@ -47,7 +47,7 @@ class Store:
         self.history: deque = deque(maxlen=HISTORY)
         self.watchers: set[Watcher] = set()
         self.kick = asyncio.Event()          # set on every change; the controllers wait on it
-        self.on_change: list[Callable[[str, K.Kind, dict], None]] = []
+        self.after_create: list[Callable[[K.Kind, dict], None]] = []
 
     # ---- reading ----------------------------------------------------------------
     @property
@@ -90,9 +90,12 @@ class Store:
         meta = obj.setdefault("metadata", {}) or {}
         obj["metadata"] = meta
         self._check_type(kind, obj)
-        if not meta.get("name"):
+        generate = not meta.get("name")
+        if generate:
             if meta.get("generateName"):
-                meta["name"] = meta["generateName"] + random_suffix()
+                # Admission sees the prefix (so its messages read 'pods "web-7d9f-" is forbidden', as the
+                # real ones do); the random suffix is added after it.
+                meta["name"] = meta["generateName"]
             else:
                 raise ApiError.invalid("metadata.name: Required value: name or generateName is required",
                                        kind.kind, "", kind.group)
@@ -110,9 +113,6 @@ class Store:
                                          f"{namespace} because it is being terminated", kind.group)
         else:
             meta.pop("namespace", None)
-        key = (namespace if kind.namespaced else "", name)
-        if key in self._objs[kind.key]:
-            raise ApiError.already_exists(kind.plural, name, kind.group)
         for k in ("resourceVersion", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
                   "managedFields", "selfLink"):
             meta.pop(k, None)
@@ -122,9 +122,17 @@ class Store:
             meta["generation"] = 1
         if self.admission:
             self.admission.admit("CREATE", kind, obj, None)
+        if generate:
+            meta["name"] = name = meta["generateName"] + random_suffix()
+        key = (namespace if kind.namespaced else "", name)
+        if key in self._objs[kind.key]:
+            raise ApiError.already_exists(kind.plural, name, kind.group)
         if dry_run:
             return obj
-        return self._put(kind, key, obj, "ADDED")
+        out = self._put(kind, key, obj, "ADDED")
+        for fn in self.after_create:
+            fn(kind, out)
+        return out
 
     def replace(self, kind: K.Kind, namespace: str | None, name: str, body: dict, *,
                 subresource: str | None = None, dry_run: bool = False) -> dict:
@@ -196,6 +204,10 @@ class Store:
             status = success_status(name, kind)
             status["details"]["uid"] = meta["uid"]
             return status
+        if kind.key == "namespaces" and meta.get("deletionTimestamp"):
+            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on namespaces "{name}": The system is '
+                           "ensuring all content is removed from this namespace.  Upon completion, this namespace "
+                           "will automatically be purged by the system.", {"name": name, "kind": "namespaces"})
         if not meta.get("deletionTimestamp"):
             meta["deletionTimestamp"] = self.clock.rfc3339()
             if kind.key == "pods":
@@ -250,6 +262,4 @@ class Store:
         for w in list(self.watchers):
             if w.kind.key == kind.key and (w.namespace is None or w.namespace == ns):
                 w.queue.put_nowait((event, obj))
-        for fn in self.on_change:
-            fn(event, kind, obj)
         self.kick.set()
