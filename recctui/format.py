@@ -8,6 +8,7 @@ deterministic for snapshots.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
@@ -24,6 +25,7 @@ STATUS_STYLE = {
 }
 TUNNEL_STYLE = {"up": "green", "connecting": "yellow", "down": "bold red", "closed": "dim"}
 
+RIGHT = frozenset({"rate", "accrued"})  # right-aligned columns
 # (key, label): the table's columns, in order; what matters most first, so a narrow
 # terminal cuts provider and template (the table scrolls sideways for them)
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -36,23 +38,34 @@ COLUMN_KEYS = tuple(k for k, _ in COLUMNS)
 _TS = re.compile(r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[,.]\d+)?\s*(?:-\s+)?")
 
 
+@lru_cache(maxsize=8192)  # prices repeat across rows; a refresh of 1,000 rows formats 2,000 amounts
 def money(amount: float | None) -> str:
     return "—" if amount is None else format_money(amount)
 
 
 def rate(amount: float | None) -> str:
-    return "—" if amount is None else f"{format_money(amount)}/h"
+    return "—" if amount is None else f"{money(amount)}/h"
 
 
 def duration(seconds: float | None) -> str:
-    return "—" if seconds is None else format_duration(max(0.0, seconds)).replace(" ", "")
+    return "—" if seconds is None else _duration(int(round(max(0.0, seconds))))
+
+
+@lru_cache(maxsize=8192)
+def _duration(seconds: int) -> str:
+    return format_duration(seconds).replace(" ", "")
 
 
 def is_live(row: dict[str, Any]) -> bool:
     return row.get("status") in LIVE
 
 
-def status_text(row: dict[str, Any]) -> Text:
+# A table cell: (text, style). Plain pairs, not rich Text: the table renders 1,000 rows
+# of them per refresh; the detail pane wraps them in Text.
+Cell = tuple[str, str]
+
+
+def status_cell(row: dict[str, Any]) -> Cell:
     status = row.get("status") or "?"
     label = status
     progress = row.get("_progress")
@@ -60,25 +73,25 @@ def status_text(row: dict[str, Any]) -> Text:
         label = f"creating ({progress})"
     if row.get("error") and status == "failed":
         label = "failed!"
-    return Text(label, style=STATUS_STYLE.get(status, ""))
+    return label, STATUS_STYLE.get(status, "")
 
 
-def workers_text(row: dict[str, Any]) -> Text:
+def workers_cell(row: dict[str, Any], live: bool | None = None) -> Cell:
     w = row.get("workers") or {}
     ready, desired = w.get("ready", 0), w.get("desired", 0)
-    style = "" if not is_live(row) or ready >= desired else "yellow"
-    return Text(f"{ready}/{desired}", style=style)
+    live = is_live(row) if live is None else live
+    return f"{ready}/{desired}", "" if not live or ready >= desired else "yellow"
 
 
-def nodes_text(row: dict[str, Any]) -> str | Text:
+def nodes_cell(row: dict[str, Any], live: bool | None = None) -> Cell:
     nodes = row.get("nodes") or 0
     planned = row.get("planned_nodes")
     itype = row.get("instance_type") or "?"
-    if not is_live(row):
-        return f"0×{itype}"
+    if not (is_live(row) if live is None else live):
+        return f"0×{itype}", "dim"
     if not nodes and planned:
-        return Text(f"0/{planned}×{itype}", style="yellow")
-    return f"{nodes}×{itype}"
+        return f"0/{planned}×{itype}", "yellow"
+    return f"{nodes}×{itype}", ""
 
 
 def idle_seconds(row: dict[str, Any], now: float) -> float | None:
@@ -95,40 +108,43 @@ def harvest_in(row: dict[str, Any], now: float) -> float | None:
     return h.get("seconds_left")
 
 
-def harvest_text(row: dict[str, Any], now: float) -> Text:
-    if not is_live(row):
+def harvest_cell(row: dict[str, Any], now: float, live: bool | None = None) -> Cell:
+    if not (is_live(row) if live is None else live):
         who = row.get("deleted_by")
-        return Text(f"by {who}" if who else "—", style="dim")
+        return (f"by {who}" if who else "—"), "dim"
     idle, left = idle_seconds(row, now), harvest_in(row, now)
+    if idle is None and left is None:
+        return "—", ""
     action = (row.get("harvest") or {}).get("action")
-    parts = f"{duration(idle)} / {duration(left)}" if idle is not None or left is not None else "—"
-    style = "bold red" if action in ("warn", "harvest") else ""
-    return Text(parts, style=style)
+    return f"{duration(idle)} / {duration(left)}", "bold red" if action in ("warn", "harvest") else ""
 
 
-def tunnel_text(row: dict[str, Any]) -> Text:
-    if not is_live(row):
-        return Text("—", style="dim")
+def tunnel_cell(row: dict[str, Any], live: bool | None = None) -> Cell:
+    if not (is_live(row) if live is None else live):
+        return "—", "dim"
     t = row.get("tunnel") or {}
     state = t.get("state", "down")
     label = "listening" if state == "connecting" and not t.get("retries") else state
     if state == "down" and t.get("retries"):
         label = f"down ×{t['retries']}"
-    return Text(label, style=TUNNEL_STYLE.get(state, ""))
+    return label, TUNNEL_STYLE.get(state, "")
 
 
-def cells(row: dict[str, Any], now: float) -> tuple[Any, ...]:
+def as_text(cell: Cell) -> Text:
+    return Text(cell[0], style=cell[1])
+
+
+def cells(row: dict[str, Any], now: float) -> tuple[Cell, ...]:
     """The table cells of one cluster, in `COLUMNS` order."""
-    name = Text(row.get("name", "?"), style="strike dim" if row.get("status") == "deleted" else "bold")
+    live = row.get("status") in LIVE
+    dim = "" if live else "dim"
+    name_style = "bold" if live else ("dim strike" if row.get("status") == "deleted" else "bold dim")
     return (
-        name, status_text(row), workers_text(row), Text(money(row.get("cost_per_hour")), justify="right"),
-        Text(money(row.get("total_cost")), justify="right"), harvest_text(row, now), tunnel_text(row),
-        duration(row.get("age_seconds")), nodes_text(row), row.get("provider") or "?", row.get("template") or "?",
+        (row.get("name", "?"), name_style), status_cell(row), workers_cell(row, live),
+        (money(row.get("cost_per_hour")), dim), (money(row.get("total_cost")), dim),
+        harvest_cell(row, now, live), tunnel_cell(row, live), (duration(row.get("age_seconds")), dim),
+        nodes_cell(row, live), (row.get("provider") or "?", dim), (row.get("template") or "?", dim),
     )
-
-
-def plain(cell: Any) -> str:
-    return cell.plain if isinstance(cell, Text) else str(cell)
 
 
 def sort_key(row: dict[str, Any], column: str, now: float) -> Any:

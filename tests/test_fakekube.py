@@ -218,6 +218,16 @@ def test_token_accepted_expired_and_malformed(servers, api):
     finally:
         servers.fake.clock.set_offset(0)
     assert status_with(good)[0] == 200
+    # expire_tokens: the tokens made so far are refused, a token made later works (what a test of
+    # "the client refreshes its token after a 401" needs; advancing the clock would refuse both).
+    servers.fake.expire_tokens()
+    try:
+        code, body = status_with(good)
+        assert code == 401 and "expired" in body["message"]
+        time.sleep(1.05)   # X-Amz-Date has whole seconds
+        assert status_with(make_token(CLUSTER, session()))[0] == 200
+    finally:
+        servers.fake.verifier.not_before = None   # the module's client keeps its token
 
 
 def test_subprocess_mode(servers):

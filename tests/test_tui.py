@@ -48,8 +48,7 @@ def status_of(app: RECCApp, name: str) -> str | None:
 
 
 def table_cell(app: RECCApp, cid: str, column: str) -> str:
-    table = app.clusters_screen.table
-    return str(table.get_cell(cid, column).plain) if cid in table.visible_ids else ""
+    return app.clusters_screen.table.cell(cid, column)
 
 
 async def type_text(pilot: Any, text: str) -> None:

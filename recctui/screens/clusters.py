@@ -8,7 +8,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input
+from textual.widgets import Footer, Header, Input
 
 from recctui.widgets.banner import DaemonBanner
 from recctui.widgets.cluster_table import ClusterTable
@@ -78,7 +78,7 @@ class ClustersScreen(Screen[None]):
         if row is not None and row["id"] != before:
             self.app.fetch_detail(row["id"], row["name"])  # type: ignore[attr-defined]
 
-    @on(DataTable.RowHighlighted)
+    @on(ClusterTable.RowHighlighted)
     def _highlighted(self) -> None:
         self.show_selected()
 

@@ -38,25 +38,25 @@ def _spec_value(key: str, value: Any) -> str:
     return str(value)
 
 
-def spec_view(row: dict[str, Any]) -> Table:
+def spec_view(row: dict[str, Any]) -> list[tuple[str, Any]]:
     spec = row.get("spec") or {}
-    pairs: list[tuple[str, Any]] = [("id", row.get("id")), ("status", fmt.status_text(row))]
+    pairs: list[tuple[str, Any]] = [("id", row.get("id")), ("status", fmt.as_text(fmt.status_cell(row)))]
     if row.get("error"):
         pairs.append(("error", Text(row["error"], style="bold red")))
     if row.get("deleted_reason"):
         pairs.append(("ended", f"{row['deleted_reason']} (by {row.get('deleted_by') or '?'})"))
     pairs += [(k, _spec_value(k, v)) for k, v in spec.items() if k not in ("tags", "env")]
-    return _grid(pairs)
+    return pairs
 
 
-def endpoints_view(row: dict[str, Any]) -> Table:
+def endpoints_view(row: dict[str, Any]) -> list[tuple[str, Any]]:
     ep = row.get("endpoints") or {}
     tunnel = row.get("tunnel") or {}
     live = fmt.is_live(row)
     pairs: list[tuple[str, Any]] = [
         ("scheduler", ep.get("scheduler") or "—"),
         ("dashboard", ep.get("dashboard") or "—"),
-        ("tunnel", fmt.tunnel_text(row)),
+        ("tunnel", fmt.as_text(fmt.tunnel_cell(row))),
     ]
     if live and tunnel.get("last_error"):
         pairs.append(("last error", Text(tunnel["last_error"], style="red")))
@@ -65,43 +65,48 @@ def endpoints_view(row: dict[str, Any]) -> Table:
     pairs.append(("connect", f'RSHClient("{row.get("name")}")'))
     if live:
         pairs.append(("", Text("o: open the dashboard (with its token) · y: copy the RSHClient line", style="dim")))
-    return _grid(pairs)
+    return pairs
 
 
-def tags_view(row: dict[str, Any]) -> Table:
+def tags_view(row: dict[str, Any]) -> list[tuple[str, Any]]:
     spec = row.get("spec") or {}
     pairs: list[tuple[str, Any]] = [(k, v) for k, v in (spec.get("tags") or {}).items()]
     for key in ("owner", "job_id"):
         if row.get(key):
             pairs.append((key, row[key]))
     pairs += [(f"env {k}", v) for k, v in (spec.get("env") or {}).items()]
-    return _grid(pairs or [("", "no tags")])
+    return pairs or [("", "no tags")]
 
 
-def events_view(row: dict[str, Any], detail: dict[str, Any] | None) -> Table:
+def events_view(row: dict[str, Any], detail: dict[str, Any] | None) -> list[tuple[str, ...]]:
+    """(time, kind, message, style) per event, newest first."""
+    events = (detail or {}).get("events")
+    if events is None:
+        return [("", "", "loading…", "dim")]
+    out = []
+    for ev in reversed(events[-200:]):
+        style = "red" if ev.get("kind") in ("cluster.harvest-warning", "cluster.harvested") else ""
+        out.append((fmt.clock(ev.get("at")), ev.get("kind", ""), ev.get("message") or "", style))
+    return out or [("", "", "no events", "dim")]
+
+
+def _events_table(rows: list[tuple[str, ...]]) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="dim", no_wrap=True)
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
-    events = (detail or {}).get("events")
-    if events is None:
-        table.add_row("", "", "loading…")
-        return table
-    for ev in reversed(events[-200:]):
-        style = "red" if ev.get("kind") in ("cluster.harvest-warning", "cluster.harvested") else ""
-        table.add_row(fmt.clock(ev.get("at")), ev.get("kind", ""), Text(ev.get("message") or "", style=style))
-    if not events:
-        table.add_row("", "", "no events")
+    for at, kind, message, style in rows:
+        table.add_row(at, kind, Text(message, style=style))
     return table
 
 
-def cost_view(row: dict[str, Any], now: float) -> Table:
+def cost_view(row: dict[str, Any], now: float) -> list[tuple[str, Any]]:
     harvest = row.get("harvest") or {}
     projected = fmt.projected_cost(row, now)
     pairs: list[tuple[str, Any]] = [
         ("$/h", fmt.rate(row.get("cost_per_hour"))),
         ("accrued", fmt.money(row.get("total_cost"))),
-        ("nodes", fmt.nodes_text(row)),
+        ("nodes", fmt.as_text(fmt.nodes_cell(row))),
         ("harvest in", fmt.duration(fmt.harvest_in(row, now))),
         ("projected", f"{fmt.money(projected)} until harvest" if projected is not None else "— (no deadline)"),
     ]
@@ -109,7 +114,7 @@ def cost_view(row: dict[str, Any], now: float) -> Table:
         pairs.append(("reason", harvest["reason"]))
     if harvest.get("extended_until"):
         pairs.append(("extended until", fmt.clock(harvest["extended_until"])))
-    return _grid(pairs)
+    return pairs
 
 
 class DetailPane(Vertical):
@@ -118,12 +123,14 @@ class DetailPane(Vertical):
     DetailPane TabbedContent { height: 1fr; }
     DetailPane TabPane { padding: 0 1; }
     DetailPane VerticalScroll { height: 1fr; }
+    DetailPane VerticalScroll > Static { width: 1fr; }
     """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.row: dict[str, Any] | None = None
         self.detail: dict[str, Any] | None = None
+        self._shown: dict[str, Any] = {}  # per tab, the data on screen: redraw only what changed
 
     def compose(self) -> ComposeResult:
         with TabbedContent():
@@ -146,9 +153,16 @@ class DetailPane(Vertical):
             self.detail = detail
         views = {"spec": spec_view(row), "endpoints": endpoints_view(row), "tags": tags_view(row),
                  "events": events_view(row, self.detail), "cost": cost_view(row, now)}
-        for key, view in views.items():
-            self._put(key, view)
+        for key, data in views.items():
+            self._put(key, data)
 
-    def _put(self, key: str, view: Any) -> None:
+    def _put(self, key: str, data: Any) -> None:
+        before = self._shown.get(key)
+        if before == data:
+            return  # nothing changed: no update, no layout
+        # same number of lines (a ticking countdown, a new cost): no need to lay the screen out again
+        same_shape = isinstance(before, list) and isinstance(data, list) and len(before) == len(data)
         for static in self.query(f"#detail-{key}").results(Static):  # none until the tabs are composed
-            static.update(view)
+            self._shown[key] = data
+            static.update(data if isinstance(data, str) else _events_table(data) if key == "events" else
+                          _grid(data), layout=not same_shape)

@@ -127,6 +127,8 @@ class Api:
             items = self.store.list(kind, namespace, q.get("labelSelector"), q.get("fieldSelector"))
             body = self.store.list_body(kind, items)
             return json_response(_paginate(body, q.get("limit"), q.get("continue")))
+        if kind.namespaced and namespace is None and request.method != "GET":
+            raise ApiError.method_not_allowed()
         if request.method == "POST":
             obj = self.store.create(kind, namespace, await _body(request), dry_run=_dry(request))
             return json_response(obj, 201)

@@ -63,6 +63,17 @@ class TokenVerifier:
         self.cluster_name = cluster_name
         self.clock = clock
         self.known_secrets = dict(known_secrets or {})
+        self.not_before: datetime | None = None   # see expire_tokens
+
+    def expire_tokens(self, before: datetime | None = None) -> datetime:
+        """Treat every token dated before ``before`` (default: now by the clock) as expired.
+
+        Unlike advancing the clock, tokens made afterwards are accepted again (X-Amz-Date has
+        whole seconds, so make the new one at least a second later), which is what a test of
+        "the client refreshes an expired token" needs.
+        """
+        self.not_before = before or self.clock.now()
+        return self.not_before
 
     def check_header(self, header: str | None) -> str:
         """The ``Authorization`` header -> the access key id; `ApiError` 401 otherwise."""
@@ -114,7 +125,11 @@ class TokenVerifier:
         except ValueError:
             raise ApiError.unauthorized("X-Amz-Date parameter is missing or malformed") from None
         if self.clock.now() > date + TOKEN_LIFETIME:
-            raise ApiError.unauthorized(f"X-Amz-Date parameter is expired ({TOKEN_LIFETIME} after {date:%Y-%m-%dT%H:%M:%SZ})")
+            raise ApiError.unauthorized(f"X-Amz-Date parameter is expired ({TOKEN_LIFETIME} after "
+                                        f"{date:%Y-%m-%dT%H:%M:%SZ})")
+        if self.not_before is not None and date <= self.not_before.replace(microsecond=0):
+            raise ApiError.unauthorized(f"X-Amz-Date parameter is expired (the test expired tokens dated up "
+                                        f"to {self.not_before:%Y-%m-%dT%H:%M:%SZ})")
         access_key = unquote(query.get("x-amz-credential", "")).split("/", 1)[0]
         secret = self.known_secrets.get(access_key)
         if secret is not None and not self._signature_ok(parts, secret, signed):

@@ -15,6 +15,7 @@ Deleting a pod sends SIGTERM to its process group, SIGKILL after the pod's grace
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,6 +96,7 @@ class Kubelet:
                     self._forget(uid)
                     self.store.remove(K.PODS, meta["namespace"], meta["name"])
                 elif not rt.stopping:
+                    rt.stopping = True
                     self._spawn(self._stop(rt, float(meta.get("deletionGracePeriodSeconds", 30)), remove=True))
                 continue
             if spec.get("nodeName") in nodes and (rt is None or not rt.started) \
@@ -108,6 +111,7 @@ class Kubelet:
         for uid in [u for u in self.runtimes if u not in live]:
             rt = self.runtimes[uid]
             if rt.started and rt.exit_code is None and not rt.stopping:
+                rt.stopping = True
                 self._spawn(self._stop(rt, 1.0, remove=False))
             elif not rt.stopping:
                 self._forget(uid)
@@ -115,7 +119,7 @@ class Kubelet:
     async def close(self) -> None:
         """Stop every process (SIGTERM, then SIGKILL after a second) and remove the folders."""
         stops = [self._stop(rt, 1.0, remove=False) for rt in list(self.runtimes.values())
-                 if rt.started and rt.exit_code is None and not rt.stopping]
+                 if rt.started and rt.exit_code is None]
         await asyncio.gather(*stops, return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
@@ -214,7 +218,7 @@ class Kubelet:
                 with open(rt.log_path, "ab") as out:
                     rt.proc = await asyncio.create_subprocess_exec(
                         *argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                        start_new_session=True)
+                        start_new_session=True, preexec_fn=_die_with_parent)
             except OSError as exc:
                 rt.exit_code = 128
                 self._set_terminated(pod, rt, 128, "StartError", f"failed to start {argv[0]!r}: {exc}")
@@ -357,6 +361,16 @@ class Kubelet:
                     "finishedAt": now, **({"message": message} if message else {})}
             st["containerStatuses"] = self._container_statuses(p, {"terminated": term}, False)
         self._write_status(pod, rt, mutate)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, get SIGKILL when the thread that started us ends, so
+    pod processes cannot outlive a fake whose owner crashed without stopping it."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -5,7 +5,8 @@ of its own in a daemon thread (``fake.start_in_thread()`` / ``fake.stop_in_threa
 
 Test-only control endpoints (no token needed, loopback only):
 ``GET /fakekube/state`` (clock, API call counts, node polls), ``POST /fakekube/clock``
-(``{"advance_seconds": n}`` or ``{"offset_seconds": n}``), ``POST /fakekube/sync-nodes``
+(``{"advance_seconds": n}`` or ``{"offset_seconds": n}``), ``POST /fakekube/expire-tokens``
+(tokens made until now are refused as expired, later ones accepted), ``POST /fakekube/sync-nodes``
 (poll moto now and wait for it).
 """
 
@@ -78,7 +79,8 @@ class FakeKube:
             self.store.create(K.NAMESPACES, None, {"metadata": {"name": ns}})
         self.nodes = NodeSync(self.store, moto_endpoint=self.moto_endpoint, cluster_name=self.cluster_name,
                               region=self.region, interval=self.node_poll_interval) if self.moto_endpoint else None
-        self.api = Api(self.store, TokenVerifier(self.cluster_name, self.clock, self.known_secrets))
+        self.verifier = TokenVerifier(self.cluster_name, self.clock, self.known_secrets)
+        self.api = Api(self.store, self.verifier)
         self.api.subresources[("pods", "log")] = functools.partial(handle_log, self.kubelet)
         self.api.subresources[("pods", "portforward")] = functools.partial(handle_portforward, self.kubelet)
         app = web.Application(client_max_size=16 * 2**20)
@@ -86,6 +88,7 @@ class FakeKube:
         app.router.add_get("/fakekube/state", self._state)
         app.router.add_post("/fakekube/clock", self._set_clock)
         app.router.add_post("/fakekube/sync-nodes", self._sync_nodes)
+        app.router.add_post("/fakekube/expire-tokens", self._expire_tokens)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -190,6 +193,15 @@ class FakeKube:
         if "advance_seconds" in body:
             self.clock.advance(float(body["advance_seconds"]))
         return json_response({"now": self.clock.rfc3339(), "clock_offset_seconds": self.clock.offset_seconds})
+
+    def expire_tokens(self) -> None:
+        """Every token made up to now is refused as expired from now on; newer ones (made at
+        least a second later) are accepted. Thread-safe enough: one attribute assignment."""
+        self.verifier.expire_tokens()
+
+    async def _expire_tokens(self, request: web.Request) -> web.Response:
+        when = self.verifier.expire_tokens()
+        return json_response({"tokens_dated_before": when.strftime("%Y-%m-%dT%H:%M:%SZ")})
 
     async def _sync_nodes(self, request: web.Request) -> web.Response:
         if self.nodes is not None:

@@ -68,22 +68,25 @@ async def handle_log(kubelet: "Kubelet", request: web.Request, kind: K.Kind, ns:
         return web.Response(body=data, content_type="text/plain")
     resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
     await resp.prepare(request)
-    await resp.write(data)
-    while container == names[0]:
-        try:
-            with open(rt.log_path, "rb") as f:
-                f.seek(position)
-                more = f.read()
-        except FileNotFoundError:
-            break
-        position += len(more)
-        if more:
-            await resp.write(more)
-        elif rt.exit_code is not None or rt.uid not in kubelet.runtimes:
-            break
-        else:
-            await asyncio.sleep(0.2)
-    await resp.write_eof()
+    try:
+        await resp.write(data)
+        while container == names[0]:
+            try:
+                with open(rt.log_path, "rb") as f:
+                    f.seek(position)
+                    more = f.read()
+            except FileNotFoundError:
+                break
+            position += len(more)
+            if more:
+                await resp.write(more)
+            elif rt.exit_code is not None or rt.uid not in kubelet.runtimes:
+                break
+            else:
+                await asyncio.sleep(0.2)
+        await resp.write_eof()
+    except ConnectionResetError:   # the client stopped following
+        pass
     return resp
 
 

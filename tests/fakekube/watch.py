@@ -35,6 +35,7 @@ async def serve_watch(request: web.Request, store: Store, kind: K.Kind, namespac
     # Register and snapshot with no await in between: the queue then holds exactly the later changes.
     watcher = Watcher(kind, namespace)
     store.watchers.add(watcher)
+    resp: web.StreamResponse | None = None
     try:
         initial: list[tuple[str, dict]] = []
         if since == "0":
@@ -50,7 +51,8 @@ async def serve_watch(request: web.Request, store: Store, kind: K.Kind, namespac
             else:
                 initial = [(ev, obj) for (r, key, ev, obj) in store.history
                            if r > rv and key == kind.key and wanted(obj)]
-        resp = web.StreamResponse(headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp.enable_chunked_encoding()
         await resp.prepare(request)
         for event, obj in initial:
             await resp.write((json.dumps({"type": event, "object": obj}) + "\n").encode())
@@ -70,7 +72,9 @@ async def serve_watch(request: web.Request, store: Store, kind: K.Kind, namespac
                 await resp.write((json.dumps({"type": event, "object": obj}) + "\n").encode())
         await resp.write_eof()
         return resp
-    except (ConnectionResetError, asyncio.CancelledError):
-        raise
+    except ConnectionResetError:   # the client went away
+        if resp is None:
+            raise
+        return resp
     finally:
         store.watchers.discard(watcher)
