@@ -6,7 +6,8 @@ by the app, applied to the table (cells updated in place, rows sorted by key). E
 refresh changes each row's accrued cost, age and harvest countdown, as a live refresh does,
 and the cursor sits in the middle of the table. Two figures, medians of R refreshes:
 
-- handler: the message handler (store update, cells, sort, widths, cost meter, detail pane);
+- handler: the message handler (store update, filter, sort, format the rows on screen, cost
+  meter, detail pane);
 - paint: the screen's compositor refresh that follows (drawing the rows on screen);
 - to idle: from posting the message until the app is idle again (includes the frame
   timer's wait, shown as the cost of an idle pause).
@@ -127,7 +128,7 @@ def main() -> None:
         return
     print(f"{result['clusters']} clusters ({result['shown']} shown), median of {result['runs']} refreshes:")
     print(f"  one refresh (handler+paint): {result['refresh_median_ms']} ms   target <= {result['target_ms']} ms")
-    print(f"  handler (cells, sort, apply): {result['handler_median_ms']} ms")
+    print(f"  handler (filter, sort, cells): {result['handler_median_ms']} ms")
     print(f"  paint (compositor refresh):  {result['paint_median_ms']} ms")
     print(f"  post -> idle (with paint):   {result['to_idle_median_ms']} ms (max {result['to_idle_max_ms']} ms; "
           f"an idle pause alone takes {result['idle_baseline_ms']} ms)")

@@ -94,13 +94,13 @@ class RECCApp(DaemonLink, ClusterActions, App[None]):
         row = self.clusters.get(cid) if cid else None
         if kind == "cluster.progress" and cid:
             self.progress[cid] = f"step {data.get('step')}"
-        if row is not None:
+        if row is not None and kind in ("cluster.workers", "cluster.progress"):
+            # facts the event carries whole: show them now; anything else waits for the refresh,
+            # so a row never mixes a new status with old tunnel or cost fields
             row = dict(row)
-            if kind == "cluster.status":
-                row["status"] = data.get("status", row["status"])
-            elif kind == "cluster.workers":
+            if kind == "cluster.workers":
                 row["workers"] = {"ready": data.get("ready", 0), "desired": data.get("desired", 0)}
-            elif kind == "cluster.progress":
+            else:
                 row["_progress"] = self.progress[cid]
             self.clusters[cid] = row
             if self.clusters_screen is not None:

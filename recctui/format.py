@@ -18,7 +18,6 @@ from recc.harvest import format_duration
 from recc.plan import format_money
 
 LIVE = ("pending", "creating", "running", "scaling", "deleting")
-GONE = ("deleted", "failed")
 STATUS_STYLE = {
     "running": "bold green", "scaling": "yellow", "creating": "yellow", "pending": "yellow",
     "deleting": "magenta", "deleted": "dim", "failed": "bold red",

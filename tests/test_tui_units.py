@@ -131,3 +131,29 @@ async def test_command_palette_reaches_actions(query: str, expected: str) -> Non
         every = [hit.text async for hit in provider.discover()]
         for action in ("Create a cluster", "Costs", "Refresh", "Start the daemon"):
             assert action in every
+
+
+async def test_cursor_and_scroll_stay_put_across_refreshes() -> None:
+    from tests.test_tui_snapshots import row
+
+    def rows(tick: int) -> list[dict[str, Any]]:
+        out = [row(i, f"c-{i:03d}", cost=0.01 * i + tick, age=60.0 * i + tick) for i in range(200)]
+        return out[::-1] if tick % 2 else out  # the daemon's order changes; ours must not
+
+    app = offline_app()
+    async with app.run_test(size=SIZE) as pilot:
+        app.post_message(ClustersRefreshed(rows(0), NOW))
+        await pilot.pause()
+        table = app.clusters_screen.table
+        table.move_cursor(120)
+        await pilot.pause()
+        cursor, scroll = table.cursor_id, table.scroll_y
+        assert scroll > 0
+        for tick in (1, 2, 3):
+            app.post_message(ClustersRefreshed(rows(tick), NOW))
+            await pilot.pause()
+            assert (table.cursor_id, table.scroll_y) == (cursor, scroll)
+        assert table.cell(cursor, "accrued") == "$4.20"  # 0.01 * 120 + 3: the cells did change
+        table.sort_by("accrued", reverse=True)  # a sort moves the row; the cursor goes with it
+        await pilot.pause()
+        assert table.cursor_id == cursor

@@ -35,6 +35,9 @@ class Dialog(ModalScreen[Any]):
     Dialog .plan { margin-top: 1; }
     Dialog .plan.-error { color: $error; }
     Dialog Input { margin-bottom: 1; }
+    Dialog .field { height: 1; margin-bottom: 1; }
+    Dialog .field Label { width: 16; color: $text-muted; }
+    Dialog .field Input, Dialog .field Select { width: 1fr; margin: 0; }
     """
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
@@ -65,12 +68,19 @@ class CreateDialog(Dialog):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label("Create a cluster", classes="title")
-            yield Label("Template")
-            yield Select([(n, n) for n in self.templates], value=self.template, allow_blank=False, id="template")
-            yield Input(placeholder="workers (template default)", id="workers", type="integer")
-            yield Input(placeholder="instance type (template default)", id="instance-type")
-            yield Input(placeholder="worker memory, e.g. 4GiB (template default)", id="worker-memory")
-            yield Input(placeholder="name (optional; generated if empty)", id="name")
+            with Horizontal(classes="field"):
+                yield Label("template")
+                yield Select([(n, n) for n in self.templates], value=self.template, allow_blank=False,
+                             id="template", compact=True)
+            for label, field_id, hint, kind in (
+                ("workers", "workers", "the template's", "integer"),
+                ("instance type", "instance-type", "the template's", "text"),
+                ("worker memory", "worker-memory", "e.g. 4GiB (the template's)", "text"),
+                ("name", "name", "optional: generated if empty", "text"),
+            ):
+                with Horizontal(classes="field"):
+                    yield Label(label)
+                    yield Input(placeholder=hint, id=field_id, type=kind, compact=True)  # type: ignore[arg-type]
             yield Static(classes="plan", id="plan")
             yield Checkbox("I accept this cost per hour (above my max_cost_per_hour)", id="confirm-cost")
             with Horizontal(classes="buttons"):

@@ -85,10 +85,10 @@ class LogsScreen(Screen[None]):
 
     def _title(self) -> None:
         state = ("following" if self.following else "paused") if self.live else \
-            f"{self.target.get('status')}: the lines kept when it ended"
-        ts = "timestamps on" if self.timestamps else "timestamps off"
+            f"{self.target.get('status')}: lines kept at the end"
+        ts = "timestamps" if self.timestamps else "no timestamps"
         self.query_one("#logs-title", Static).update(
-            f"[b]{self.name_}[/b] · {state} · {ts} · {len(self.buffer)} lines (max {BUFFER_LINES})")
+            f"[b]{self.name_}[/b] · {state} · {ts} · {len(self.buffer)}/{BUFFER_LINES} lines")
 
     # -- fetching ---------------------------------------------------------------------------------
 

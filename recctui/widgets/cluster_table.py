@@ -1,8 +1,8 @@
 """The clusters table: rows keyed by cluster id, sorted and filtered locally, drawn line by line.
 
 A `ScrollView` with Textual's line API rather than a `DataTable`: a refresh of 1,000 rows
-recomputes plain ``(text, style)`` cells and column widths from string lengths, and only
-the rows on screen are ever styled and drawn. The cursor follows its cluster across
+filters and sorts the daemon's rows, and only the rows on screen are ever formatted (plain
+``(text, style)`` cells), measured (string lengths) and drawn. The cursor follows its cluster across
 refreshes, sorts and filters; the scroll position stays where the user left it.
 """
 
@@ -90,8 +90,9 @@ class ClusterTable(ScrollView, can_focus=True):
 
     def cell(self, cid: str, column: str) -> str:
         """The text shown for ``cid`` in ``column`` ("" if that row is not shown)."""
-        cells = self._cells.get(cid)
-        return cells[fmt.COLUMN_KEYS.index(column)][0] if cells and cid in self._order else ""
+        if cid not in self._order:
+            return ""
+        return self._row_cells(cid)[fmt.COLUMN_KEYS.index(column)][0]
 
     def select_id(self, cid: str) -> None:
         if cid in self._order:
@@ -123,20 +124,31 @@ class ClusterTable(ScrollView, can_focus=True):
         shown.sort(key=lambda r: (fmt.sort_key(r, column, now), r.get("name") or "", r["id"]),
                    reverse=self.sort_reverse)
         self._order = [r["id"] for r in shown]
-        self._cells = {r["id"]: fmt.cells(r, now) for r in shown}
-        widths = [cell_len(label) + 2 for _, label in fmt.COLUMNS]
-        for cells in self._cells.values():
-            for i, (text, _) in enumerate(cells):
-                if len(text) > widths[i]:
-                    widths[i] = cell_len(text)
-        self._widths = widths
-        if cursor in self._cells:
+        self._cells = {}  # formatted lazily: only the rows on screen are ever formatted
+        if cursor in self.rows_by_id and cursor in set(self._order):
             self.cursor_row = self._order.index(cursor)
         else:
             self.cursor_row = max(0, min(self.cursor_row, len(self._order) - 1))
-        self.virtual_size = Size(sum(widths) + 2 * PAD * len(widths), len(self._order) + 1)
+        self._fit()
         self.refresh()
         self._announce()
+
+    def _row_cells(self, cid: str) -> tuple[fmt.Cell, ...]:
+        cells = self._cells.get(cid)
+        if cells is None:
+            cells = self._cells[cid] = fmt.cells(self.rows_by_id[cid], self.now)
+        return cells
+
+    def _fit(self) -> None:
+        """Widen columns to what the rows on screen need (columns never shrink while shown)."""
+        top = int(self.scroll_y)
+        window = self._order[top:top + max(1, self.scrollable_content_region.height)]
+        widths = self._widths
+        for cid in window:
+            for i, (text, _) in enumerate(self._row_cells(cid)):
+                if len(text) > widths[i]:
+                    widths[i] = cell_len(text)
+        self.virtual_size = Size(sum(widths) + 2 * PAD * len(widths), len(self._order) + 1)
 
     def _announce(self) -> None:
         cid = self.cursor_id
@@ -185,6 +197,7 @@ class ClusterTable(ScrollView, can_focus=True):
 
     def set_filter(self, text: str) -> None:
         self.filter_text = text
+        self._widths = [cell_len(label) + 2 for _, label in fmt.COLUMNS]  # fit the new set afresh
         self.redraw()
 
     def toggle_all(self) -> bool:
@@ -245,12 +258,14 @@ class ClusterTable(ScrollView, can_focus=True):
             style, keep = base + self.get_component_rich_style("cluster-table--even"), True
         else:
             style, keep = base, True
-        strip = Strip(self._segments(list(self._cells[cid]), style, keep))
+        strip = Strip(self._segments(list(self._row_cells(cid)), style, keep))
         return strip.crop_extend(scroll_x, scroll_x + width, style)
 
     def watch_scroll_y(self, old: float, new: float) -> None:
         super().watch_scroll_y(old, new)
+        self._fit()  # rows that come into view may need wider columns
         self.refresh()
 
     def on_resize(self) -> None:
+        self._fit()
         self.refresh(Region(0, 0, self.size.width, self.size.height))
