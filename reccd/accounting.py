@@ -35,6 +35,12 @@ async def cluster_cost(state: State, cid: str, now: float | None = None) -> floa
     return _cost(samples, samples[0][0] if samples else 0.0, now or time.time())
 
 
+async def accrued_all(state: State, now: float | None = None) -> dict[str, float]:
+    """Dollars accrued so far by every cluster with samples, by cluster id."""
+    now = now or time.time()
+    return {cid: _cost(samples, samples[0][0], now) for cid, samples in (await state.samples()).items() if samples}
+
+
 async def report(state: State, by: str, now: float | None = None) -> list[dict[str, Any]]:
     """Accrued dollars per cluster, user, job or day (all history)."""
     now = now or time.time()

@@ -132,14 +132,21 @@ class ClusterManager:
         }
 
     async def list(self, include_gone: bool = False) -> list[dict[str, Any]]:
-        return [self.view(r) for r in await self.state.list(include_gone)]
+        from reccd.accounting import accrued_all  # late: accounting reads the manager's state
+
+        rows = await self.state.list(include_gone)
+        accrued = await accrued_all(self.state)
+        return [dict(self.view(r), accrued_cost=round(accrued.get(r["id"], 0.0), 6)) for r in rows]
 
     async def describe(self, name: str) -> dict[str, Any]:
         row = await self.state.find_live(name) or await self.state.gone_by_name(name)
         if row is None:
             await self.find(name)  # raises with the list of running clusters
         assert row is not None
-        return dict(self.view(row), events=await self.state.events(row["id"]))
+        from reccd.accounting import cluster_cost
+
+        return dict(self.view(row), events=await self.state.events(row["id"]),
+                    accrued_cost=round(await cluster_cost(self.state, row["id"]), 6))
 
     async def connection(self, name: str) -> dict[str, Any]:
         """What a client needs to connect: the tunnel address and the client's TLS material."""

@@ -49,18 +49,11 @@ def _title(error: RECCError) -> str:
     return error.code.replace("-", " ")
 
 
-def merge_costs(rows: list[dict[str, Any]], costs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Put each cluster's accrued cost in its row (the listing carries it only for gone clusters).
-
-    `/v1/costs?by=cluster` keys running clusters by name and the others by ``name (id)``.
-    """
-    by_key = {c["cluster"]: c["cost"] for c in costs}
+def with_accrued(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row's cost so far: the final total of a gone cluster, else what the daemon accrued until now."""
     for row in rows:
         if row.get("total_cost") is None:
-            cost = by_key.get(row["name"]) if row.get("status") in ("running", "scaling") else None
-            if cost is None:
-                cost = by_key.get(f"{row['name']} ({row['id']})")
-            row["total_cost"] = cost
+            row["total_cost"] = row.get("accrued_cost")
     return rows
 
 
@@ -147,11 +140,10 @@ class DaemonLink:
             return
         try:
             rows = client.list_clusters(include_gone=True)
-            costs = client.costs("cluster")
         except DaemonUnavailable:
             return  # the event follower shows the banner and reconnects
         if not get_current_worker().is_cancelled:
-            self.post_message(ClustersRefreshed(merge_costs(rows, costs), time.time()))
+            self.post_message(ClustersRefreshed(with_accrued(rows), time.time()))
 
     @work(thread=True, exclusive=True, group="detail", exit_on_error=False)
     def fetch_detail(self, cluster_id: str, name: str) -> None:

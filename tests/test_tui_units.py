@@ -14,7 +14,7 @@ from recc.errors import ClusterNotReady
 from recctui import format as fmt
 from recctui.app import RECCApp
 from recctui.commands import ClusterCommands
-from recctui.link import merge_costs
+from recctui.link import with_accrued
 from recctui.messages import ClustersRefreshed, DaemonEvent
 from tests.test_tui_snapshots import NOW, SIZE, sample_rows
 
@@ -65,12 +65,11 @@ def test_cells_say_dead_things_are_dead() -> None:
     assert fmt.split_timestamp("2026-07-18 10:00:00,000 - distributed.worker - INFO - x")[1].startswith("distri")
 
 
-def test_merge_costs_keys_running_by_name_and_others_by_id() -> None:
-    rows = [{"id": "a1", "name": "x", "status": "running", "total_cost": None},
-            {"id": "b2", "name": "y", "status": "creating", "total_cost": None},
-            {"id": "c3", "name": "z", "status": "deleted", "total_cost": 1.5}]
-    merged = merge_costs(rows, [{"cluster": "x", "cost": 0.25}, {"cluster": "y (b2)", "cost": 0.01}])
-    assert [r["total_cost"] for r in merged] == [0.25, 0.01, 1.5]
+def test_live_rows_show_what_they_accrued_and_gone_rows_their_total() -> None:
+    rows = [{"id": "a1", "name": "x", "status": "running", "total_cost": None, "accrued_cost": 0.25},
+            {"id": "b2", "name": "y", "status": "creating", "total_cost": None, "accrued_cost": 0.01},
+            {"id": "c3", "name": "z", "status": "deleted", "total_cost": 1.5, "accrued_cost": 1.5}]
+    assert [r["total_cost"] for r in with_accrued(rows)] == [0.25, 0.01, 1.5]
 
 
 async def test_harvest_warning_notifies_and_E_extends_that_cluster() -> None:
