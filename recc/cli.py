@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from recc.errors import RECCError, SpecError
+from recc.errors import RECCError, SpecError, run_for_a_person
 
 
 def _print_json(data: Any) -> None:
@@ -337,23 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.fn(args)
-    except RECCError as exc:
-        print(f"recc: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"  hint: {exc.hint}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # noqa: BLE001 - a person gets one line; RECC_DEBUG=1 shows the traceback
-        if os.environ.get("RECC_DEBUG"):
-            raise
-        print(f"recc: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        print("  hint: this is a bug in RECC; run again with RECC_DEBUG=1 for the traceback and report it",
-              file=sys.stderr)
-        return 1
-
+    return run_for_a_person(lambda: args.fn(args))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,7 +8,7 @@ exception whether the failure happened in-process or in the daemon.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 
 class RECCError(Exception):
@@ -123,3 +123,29 @@ class CostNotConfirmed(RECCError):
 
     code = "cost-not-confirmed"
     http_status = 402
+
+
+def run_for_a_person(fn: Callable[[], int], prog: str = "recc") -> int:
+    """Run a command's body; a `RECCError` becomes one line and a hint, never a traceback.
+
+    An unexpected exception is one line too, unless ``RECC_DEBUG`` is set (then it is raised).
+    """
+    import os
+    import sys
+
+    try:
+        return fn()
+    except RECCError as exc:
+        print(f"{prog}: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"  hint: {exc.hint}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a person gets one line; RECC_DEBUG=1 shows the traceback
+        if os.environ.get("RECC_DEBUG"):
+            raise
+        print(f"{prog}: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print("  hint: this is a bug in RECC; run again with RECC_DEBUG=1 for the traceback and report it",
+              file=sys.stderr)
+        return 1

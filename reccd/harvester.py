@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sqlite3
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from recc.daemon_client import DaemonClient
-from recc.errors import RECCError
+from recc.errors import RECCError, run_for_a_person
 from recc.harvest import decide, in_local_clock
 from recc.paths import data_dir, runtime_dir, socket_path
 from recc.spec import ClusterSpec, ClusterStatus
@@ -227,23 +226,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
-    try:
+
+    def run() -> int:
         results = asyncio.run(harvest(args.dry_run))
-    except RECCError as exc:
-        print(f"recc: {exc.message}" + (f"\n  hint: {exc.hint}" if exc.hint else ""), file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # noqa: BLE001 - a person gets one line; RECC_DEBUG=1 shows the traceback
-        if os.environ.get("RECC_DEBUG"):
-            raise
-        print(f"recc: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(results, indent=2) if args.json else table(results, args.dry_run))
-    failed = [r for r in results if r["error"]]
-    for r in failed:
-        print(f"recc: could not delete {r['name']} ({r['source']}): {r['error']}", file=sys.stderr)
-    return 1 if failed else 0
+        print(json.dumps(results, indent=2) if args.json else table(results, args.dry_run))
+        failed = [r for r in results if r["error"]]
+        for r in failed:
+            print(f"recc: could not delete {r['name']} ({r['source']}): {r['error']}", file=sys.stderr)
+        return 1 if failed else 0
+
+    return run_for_a_person(run)
 
 
 if __name__ == "__main__":
