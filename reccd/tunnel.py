@@ -26,7 +26,9 @@ from reccd.providers import Endpoint
 
 log = logging.getLogger("reccd.tunnel")
 
-Resolver = Callable[[], Awaitable[Endpoint | None]]
+# A resolver returns an Endpoint (host, port) or any object with ``host``, ``port`` (for
+# display) and ``async def open_connection() -> socket.socket`` that makes the upstream socket.
+Resolver = Callable[[], Awaitable[Any]]
 
 READ_SIZE = 256 * 1024  # one recv_into per loop wake-up moves up to this much
 HEAD_READ = 16 * 1024  # before an upstream exists: idle or hostile connections stay cheap
@@ -265,9 +267,18 @@ class Tunnel:
             if endpoint is None:
                 raise ConnectionError("no upstream endpoint (yet)")
             self.upstream, where = endpoint, f"{endpoint.host}:{endpoint.port}"
-            await asyncio.wait_for(
-                loop.create_connection(lambda: _Side(conn, upstream=True), endpoint.host, endpoint.port),
-                self.connect_timeout)
+            opener = getattr(endpoint, "open_connection", None)
+            if opener is not None:  # e.g. a Kubernetes port-forward: the resolver makes the socket
+                sock = await asyncio.wait_for(opener(), self.connect_timeout)
+                try:
+                    await loop.create_connection(lambda: _Side(conn, upstream=True), sock=sock)
+                except BaseException:
+                    sock.close()
+                    raise
+            else:
+                await asyncio.wait_for(
+                    loop.create_connection(lambda: _Side(conn, upstream=True), endpoint.host, endpoint.port),
+                    self.connect_timeout)
         except Exception as exc:  # noqa: BLE001 - any failure ends this one connection only
             self.retries += 1
             self.last_error = f"{where}: {str(exc) or type(exc).__name__}"

@@ -86,6 +86,7 @@ class Provider(Protocol):
 
 PROVIDERS: dict[str, str] = {
     "local": "reccd.providers.local:LocalProvider",
+    "eks": "reccd.providers.eks:EksProvider",
 }
 
 
