@@ -91,6 +91,17 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     spec = resolve(args.template, **_spec_overrides(args))
     p = plan(spec)
+    if args.dry_run:
+        if spec.provider == "eks":
+            import getpass
+
+            from recc.manifests import dry_run_yaml
+
+            print(dry_run_yaml(spec, args.name or f"{spec.template}-example", getpass.getuser()))
+        else:
+            print(format_plan(p, spec))
+            print("# the local provider runs a scheduler and workers as processes here: nothing to apply")
+        return 0
     if not args.json:
         print(format_plan(p, spec), file=sys.stderr)
     daemon = _daemon()
@@ -287,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--persist", action="store_true", default=None,
                    help="survive the daemon's stop (logout) until its own heartbeat TTL or idle timeout")
     p.add_argument("--yes", "-y", action="store_true", help="confirm a cost above max_cost_per_hour")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what would be created (for EKS: Kubernetes YAML a person can kubectl apply)")
     p.add_argument("--json", action="store_true")
 
     p = command("ls", cmd_ls, "list clusters")

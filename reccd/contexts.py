@@ -105,7 +105,7 @@ class Context:
         return bool(self.launch_template_id or self.launch_template_name)
 
     def manifest_options(self, worker_death_timeout: float = 120.0):
-        from reccd.manifests import Options
+        from recc.manifests import Options
 
         return Options(route=self.route, data_access_role_arn=self.data_access_role_arn, user_group=self.user_group,
                        lb_source_cidrs=self.lb_source_cidrs, efs_server=self.efs_server,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
@@ -71,3 +72,20 @@ def test_down_all_needs_confirmation_when_not_interactive(daemon) -> None:
 def test_daemon_status_reports_absence(recc_dirs) -> None:
     out = recc("daemon", "status", "--json")
     assert out.returncode == 1 and json.loads(out.stdout)["running"] is False
+
+
+def test_up_dry_run_shows_kubernetes_yaml_and_creates_nothing(recc_dirs) -> None:
+    import yaml
+
+    out = recc("up", "large-cluster-large-workers", "--workers", "300", "--name", "big", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert "43 x r5.4xlarge" in out.stdout
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    kinds = [d["kind"] for d in docs]
+    for kind in ("Namespace", "ResourceQuota", "NetworkPolicy", "ServiceAccount", "Role", "RoleBinding", "Secret",
+                 "Deployment", "Service"):
+        assert kind in kinds, kinds
+    workers = [d for d in docs if d["kind"] == "Deployment" and d["spec"]["replicas"] == 300]
+    assert workers, "the worker Deployment should have one replica per worker"
+    assert "PRIVATE KEY-----\nMI" not in out.stdout  # placeholders, never key material
+    assert not (Path(recc_dirs["RECC_RUNTIME_DIR"]) / "reccd.sock").exists()  # no daemon was needed

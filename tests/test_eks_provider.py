@@ -13,7 +13,7 @@ from kubernetes import client as k8s
 from moto.server import ThreadedMotoServer
 
 from recc.templates import resolve
-from reccd import manifests as M
+from recc import manifests as M
 from reccd.contexts import Context
 from reccd.providers import load_provider
 from reccd.providers.eks import EksProvider, group_name

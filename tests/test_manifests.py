@@ -1,4 +1,4 @@
-"""reccd.manifests: the Kubernetes objects of an EKS cluster, checked as data."""
+"""recc.manifests: the Kubernetes objects of an EKS cluster, checked as data."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from recc.templates import resolve
-from reccd import manifests as M
+from recc import manifests as M
 from reccd.providers import ClusterTLS
 
 TLS = ClusterTLS(ca_cert="CA\n", scheduler_cert="SC\n", scheduler_key="SK\n", worker_cert="WC\n",

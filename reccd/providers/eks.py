@@ -36,7 +36,7 @@ from recc.errors import BadRequest, ClusterNotReady, ProviderError, RECCError
 from recc.harvest import IdleFacts
 from recc.plan import plan
 from recc.spec import ClusterSpec, check_name
-from reccd import manifests as M
+from recc import manifests as M
 from reccd.contexts import Context, load_context
 from reccd.ekstoken import TokenCache, assume_provisioner
 from reccd.providers import Checkpoint, ClusterTLS, Endpoint, Endpoints, ProviderStatus
