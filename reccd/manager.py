@@ -359,3 +359,7 @@ class ClusterManager:
                 log.error("%d clusters were not deleted within %.0fs", len(pending), timeout)
         for cid in list(self._tunnels):
             await self._close_tunnels(cid)
+        for provider in self._providers.values():
+            close = getattr(provider, "close", None)  # e.g. the EKS provider's own port-forwards
+            if close is not None:
+                await close()
