@@ -7,7 +7,6 @@ listening before the first test's leak-check snapshot and is stopped after the l
 
 from __future__ import annotations
 
-import logging
 import os
 import uuid
 from pathlib import Path
@@ -17,6 +16,7 @@ import pandas as pd
 import pytest
 
 from recc import datastore as ds
+from tests.servers import moto_server
 
 FOUR = ["LOCAL", "FP_LOCAL", "S3", "FP_S3"]
 MIB = 2**20
@@ -24,16 +24,8 @@ MIB = 2**20
 
 @pytest.fixture(scope="session")
 def s3_server():
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="module", autouse=True)

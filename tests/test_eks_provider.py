@@ -10,7 +10,6 @@ import uuid
 import boto3
 import pytest
 from kubernetes import client as k8s
-from moto.server import ThreadedMotoServer
 
 from recc.templates import resolve
 from recc import manifests as M
@@ -20,6 +19,7 @@ from reccd.providers.eks import EksProvider, group_name
 from reccd.tls import client_security, make_cluster_tls
 from reccd.tunnel import Tunnel
 from tests.fakekube import FakeKube, make_token
+from tests.servers import moto_and_kube
 
 CLUSTER = "research-eks"
 REGION = "us-east-1"
@@ -29,13 +29,12 @@ USER = "arathe"
 
 @pytest.fixture(scope="module", autouse=True)
 def servers():
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    host, port = moto.get_host_and_port()
-    moto_url = f"http://{host}:{port}"
-    fake = FakeKube(cluster_name=CLUSTER, moto_endpoint=moto_url, region=REGION, node_poll_interval=0.25,
-                    known_secrets={"testing": "testing"}, max_grace=2.0)
-    url = fake.start_in_thread()
+    with moto_and_kube(CLUSTER, REGION) as (moto_url, fake, url):
+        yield setup_aws(moto_url, fake, url)
+
+
+def setup_aws(moto_url: str, fake: FakeKube, url: str) -> dict:
+    """The context's launch template and provisioner role, made in moto."""
     ec2 = boto3.client("ec2", endpoint_url=moto_url, **AWS)
     template = f"nodes-{uuid.uuid4().hex[:8]}"
     ec2.create_launch_template(LaunchTemplateName=template,
@@ -44,11 +43,7 @@ def servers():
     trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"},
                                                      "Action": ["sts:AssumeRole", "sts:TagSession"]}]}
     role = iam.create_role(RoleName=f"recc-provisioner-{uuid.uuid4().hex[:8]}", AssumeRolePolicyDocument=json.dumps(trust))["Role"]
-    try:
-        yield {"moto_url": moto_url, "fake": fake, "url": url, "role_arn": role["Arn"], "template": template}
-    finally:
-        fake.stop_in_thread()
-        moto.stop()
+    return {"moto_url": moto_url, "fake": fake, "url": url, "role_arn": role["Arn"], "template": template}
 
 
 @pytest.fixture

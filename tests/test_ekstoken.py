@@ -9,25 +9,20 @@ from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from reccd.ekstoken import TokenCache, assume_provisioner, make_token
 from tests.fakekube.auth import TokenVerifier
 from tests.fakekube.clock import Clock
 from tests.fakekube.errors import ApiError
+from tests.servers import moto_server
 
 AWS = dict(region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
 
 
 @pytest.fixture(scope="module", autouse=True)
 def moto_url():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with moto_server() as url:
+        yield url
 
 
 def decode(token: str) -> str:

@@ -18,11 +18,11 @@ import pytest
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 from kubernetes.stream import portforward
-from moto.server import ThreadedMotoServer
 
 from recc.catalog import load_catalog
 from recc.plan import allocatable
 from tests.fakekube import FakeKube, FakeKubeProcess, make_token
+from tests.servers import moto_and_kube
 
 CLUSTER = "research-eks"
 REGION = "us-east-1"
@@ -34,18 +34,8 @@ PY = sys.executable
 @pytest.fixture(scope="module", autouse=True)
 def servers():
     """moto and the fake, started before the first test's leak snapshot, stopped at the end."""
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    host, port = moto.get_host_and_port()
-    moto_url = f"http://{host}:{port}"
-    fake = FakeKube(cluster_name=CLUSTER, moto_endpoint=moto_url, region=REGION, node_poll_interval=0.25,
-                    known_secrets={"testing": "testing"}, max_grace=2.0)
-    url = fake.start_in_thread()
-    try:
+    with moto_and_kube(CLUSTER, REGION) as (moto_url, fake, url):
         yield SimpleNamespace(moto_url=moto_url, fake=fake, url=url)
-    finally:
-        fake.stop_in_thread()
-        moto.stop()
 
 
 def session() -> boto3.Session:
