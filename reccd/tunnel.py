@@ -395,7 +395,9 @@ class DashboardTunnel(Tunnel):
             kept = [p for p in params if unquote_plus(p.partition("=")[0]) != "token"]
             # One leading slash only: "//host" or "/\host" in Location would leave this origin.
             location = "/" + path.lstrip("/\\") + ("?" + "&".join(kept) if kept else "")
-            cookie = f"Set-Cookie: {self.cookie_name}={self.token}; HttpOnly; SameSite=Strict; Path=/"
+            # Lax, not Strict: the link is usually clicked on another site (Jupyter on localhost:8888), and a
+            # Strict cookie set by this redirect would not come back on the redirected request.
+            cookie = f"Set-Cookie: {self.cookie_name}={self.token}; HttpOnly; SameSite=Lax; Path=/"
             return _response("302 Found", (f"Location: {location}", cookie, "Referrer-Policy: no-referrer"))
         for cookie in cookies:
             name, _, value = cookie.strip().partition("=")

@@ -364,7 +364,7 @@ async def test_dashboard_token_in_query_redirects_with_cookie() -> None:
         status, headers, _ = await http(tunnel.port, get(f"/status?token={tunnel.token}"))
         assert status == 302 and headers["location"] == "/status"
         assert headers["set-cookie"] == (
-            f"recc_dash_{tunnel.port}={tunnel.token}; HttpOnly; SameSite=Strict; Path=/")
+            f"recc_dash_{tunnel.port}={tunnel.token}; HttpOnly; SameSite=Lax; Path=/")
         status, headers, _ = await http(tunnel.port, get(f"/graph?a=1&token={tunnel.token}&b=%20x"))
         assert status == 302 and headers["location"] == "/graph?a=1&b=%20x"
         status, headers, _ = await http(tunnel.port, get(f"//evil.example/x?token={tunnel.token}"))
