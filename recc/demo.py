@@ -57,5 +57,6 @@ def main(n_workers: int = 2, periods: int = 20) -> int:
         print(f"{len(result)} dates processed on {n_workers} workers; "
               f"mean vw return {result['vw_ret'].mean():.6f}")
         print(f"deleting cluster {cluster.name}...")
-    print(f"done in {time.perf_counter() - started:.1f}s; nothing left running.")
+    print(f"done in {time.perf_counter() - started:.1f}s; no cluster left running "
+          "(the RECC daemon stays up for your next one: `recc daemon stop` stops it).")
     return 0
