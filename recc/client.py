@@ -11,7 +11,7 @@ from distributed import Client
 from recc.cluster import RECCCluster
 from recc.daemon_client import DaemonClient
 from recc.errors import TemplateNotFound
-from recc.plugins import DatastoreSetup, RECCWorkerSetup
+from recc.plugins import DatastoreSetup, RECCSchedulerSetup, RECCWorkerSetup
 from recc.spec import ClusterSpec
 from recc.templates import list_templates
 
@@ -83,6 +83,9 @@ class RSHClient(Client):
             await super()._start(timeout=timeout, **kwargs)
         for plugin in (self._recc_plugin, self._recc_datastores):
             await self._register_worker_plugin(plugin, plugin.name, idempotent=False)
+        if self._recc_plugin.source_paths:
+            scheduler_setup = RECCSchedulerSetup(self._recc_plugin.source_paths)
+            await self._register_scheduler_plugin(scheduler_setup, scheduler_setup.name, idempotent=False)
 
     async def _close(self, fast: bool = False) -> None:
         await super()._close(fast=fast)

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any, Mapping, Sequence
 
-from distributed.diagnostics.plugin import WorkerPlugin
+from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
 log = logging.getLogger("recc.plugins")
 
@@ -77,3 +77,21 @@ class DatastoreSetup(WorkerPlugin):
 
             apply_datastore_config(None)
             log_reads_to(None)
+
+
+class RECCSchedulerSetup(SchedulerPlugin):
+    """Put the client's source paths on the scheduler's ``sys.path`` too.
+
+    The scheduler unpickles task graphs (``dask.delayed``, ``dask.dataframe``), so a graph
+    that refers to a researcher's own module needs that module on the scheduler as well.
+    """
+
+    name = "recc-scheduler-setup"
+
+    def __init__(self, source_paths: Sequence[str] = ()) -> None:
+        self.source_paths = list(source_paths)
+
+    async def start(self, scheduler: Any) -> None:
+        for path in reversed(self.source_paths):
+            if path not in sys.path:
+                sys.path.insert(0, path)
