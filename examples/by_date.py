@@ -18,12 +18,6 @@ from typing import Any
 
 import pandas as pd
 
-if __name__ == "__main__" and __package__ in (None, ""):  # `python examples/by_date.py`
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from examples.by_date import main as _main
-
-    raise SystemExit(_main(sys.argv[1:]))
-
 from examples._common import checksum, cross_section, dates_for, day_panel, run_main
 
 NAME = "by_date"

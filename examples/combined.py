@@ -11,18 +11,11 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
 import numpy as np
 import pandas as pd
-
-if __name__ == "__main__" and __package__ in (None, ""):  # `python examples/combined.py`
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from examples.combined import main as _main
-
-    raise SystemExit(_main(sys.argv[1:]))
 
 from examples._common import checksum, dates_for, day_panel, full_panel, run_main
 

@@ -10,17 +10,10 @@ cross-sectional step gives the same rows as the serial ``df.groupby("date").appl
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
 import pandas as pd
-
-if __name__ == "__main__" and __package__ in (None, ""):  # `python examples/dataframe.py`
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from examples.dataframe import main as _main
-
-    raise SystemExit(_main(sys.argv[1:]))
 
 from examples._common import checksum, cross_section, full_panel, run_main
 
