@@ -132,7 +132,7 @@ def test_create_compute_delete(aws_env, tmp_path):
 
             facts = await provider.heartbeat("e2e", seen[-1], ttl=600)
             assert facts is not None
-            lease = provider._k8s("coord", "read_namespaced_lease", M.HEARTBEAT_LEASE, ns)
+            lease = provider.k8s_sync("coord", "read_namespaced_lease", M.HEARTBEAT_LEASE, ns)
             assert lease.spec.lease_duration_seconds == 600 and lease.spec.renew_time is not None
             await provider.heartbeat("e2e", seen[-1], ttl=600)  # renews the existing lease
 
@@ -148,7 +148,7 @@ def test_create_compute_delete(aws_env, tmp_path):
             seen.append(scaled)
             assert scaled["spec"]["n_workers"] == 3 and scaled["groups"][0]["desired"] == 1
             assert await provider._joined(ns) == 3
-            quota = provider._k8s("core", "read_namespaced_resource_quota", M.QUOTA, ns)
+            quota = provider.k8s_sync("core", "read_namespaced_resource_quota", M.QUOTA, ns)
             assert quota.spec.hard["pods"] == "4"
         finally:
             await provider.delete("e2e", seen[-1] if seen else None)

@@ -1,4 +1,4 @@
-"""The ``eks`` provider: one namespace and one Auto Scaling group per cluster on a shared EKS cluster.
+"""The ``eks`` provider's lifecycle: one namespace and one Auto Scaling group per cluster on a shared EKS cluster.
 
 Create, step by step (each yield cumulative; docs/eks.md has names, tags and the IAM policy)::
 
@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import getpass
 import logging
-import random
 import socket
 import time
 from dataclasses import dataclass
@@ -37,27 +35,15 @@ from recc.harvest import IdleFacts
 from recc.plan import plan
 from recc.spec import ClusterSpec, check_name
 from recc import manifests as M
-from reccd.contexts import Context, load_context
-from reccd.ekstoken import TokenCache, assume_provisioner
+from reccd.contexts import Context
 from reccd.providers import Checkpoint, ClusterTLS, Endpoint, Endpoints, ProviderStatus
+from reccd.providers.eks.apis import EksApis
+from reccd.providers.eks.capacity import delete_capacity, ensure_group, no_instances, own_groups
 
 log = logging.getLogger("reccd.providers.eks")
 
-CA_PREFIX = "k8s.io/cluster-autoscaler/node-template/"
-MANAGED = "recc:managed"
-RETRY_CODES = {429, 500, 502, 503, 504}
-AWS_RETRY = ("Throttling", "ThrottlingException", "RequestLimitExceeded", "ServiceUnavailable",
-             "InternalFailure", "InternalError")
-
-
 def _now_micro() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def group_name(user: str, instance_type: str, cluster: str) -> str:
-    """``recc-<user>-<type>-<cluster>``, e.g. ``recc-arathe-c5-xlarge-c1``."""
-    user_part = M.namespace_name(user, cluster)[len("recc-"):-len(cluster) - 1]
-    return f"recc-{user_part}-{instance_type.replace('.', '-')}-{cluster}"
 
 
 @dataclass(frozen=True)
@@ -77,150 +63,17 @@ class PortForwardEndpoint:
         return await self.provider._port_forward(self.namespace, self.component, self.port)
 
 
-class EksProvider:
+class EksProvider(EksApis):
     name: ClassVar[str] = "eks"
 
     def __init__(self, workdir: Path | str | None = None, context: Context | str | None = None, *,
                  user: str | None = None, poll: float = 1.0, session_factory: Callable[[], Any] | None = None,
                  worker_death_timeout: float = 120.0) -> None:
-        self.workdir = Path(workdir) if workdir is not None else None
-        self._context_arg = context
-        self._ctx: Context | None = context if isinstance(context, Context) else None
-        self.user = user or getpass.getuser()
+        super().__init__(workdir, context, user=user, session_factory=session_factory)
         self.poll = poll
         self.worker_death_timeout = worker_death_timeout
-        self._session_factory = session_factory
-        self._session: Any = None
-        self._tokens: TokenCache | None = None
-        self._api: Any = None
         self._tls: dict[str, ClusterTLS] = {}
         self._tunnels: dict[str, Any] = {}  # namespace -> reccd.tunnel.Tunnel for the provider's own rpc
-        self.calls = {"aws": 0, "k8s": 0}
-
-    # ------------------------------------------------------------------ context, sessions, clients
-
-    @property
-    def context(self) -> Context:
-        if self._ctx is None:
-            self._ctx = load_context(self._context_arg if isinstance(self._context_arg, str) else None)
-        return self._ctx
-
-    def session(self) -> Any:
-        if self._session is None:
-            import boto3
-
-            ctx = self.context
-            base = (self._session_factory() if self._session_factory
-                    else boto3.Session(profile_name=ctx.profile, region_name=ctx.region))
-            self._session = (assume_provisioner(base, ctx.provisioner_role_arn, self.user, region=ctx.region)
-                             if ctx.provisioner_role_arn else base)
-        return self._session
-
-    def _aws(self, service: str) -> Any:
-        return self.session().client(service, region_name=self.context.region)
-
-    def api(self) -> Any:
-        if self._api is None:
-            from kubernetes import client
-
-            ctx = self.context
-            ctx.require("eks_cluster")
-            host, ca = ctx.kubernetes_api_url, ctx.kubernetes_ca_file
-            if not host:
-                info = self._aws("eks").describe_cluster(name=ctx.eks_cluster)["cluster"]
-                host = info["endpoint"]
-                if not ca and info.get("certificateAuthority", {}).get("data") and self.workdir is not None:
-                    import base64
-
-                    self.workdir.mkdir(parents=True, exist_ok=True)
-                    ca_path = self.workdir / f"{ctx.eks_cluster}-ca.pem"
-                    ca_path.write_bytes(base64.b64decode(info["certificateAuthority"]["data"]))
-                    ca = str(ca_path)
-            tokens = self._tokens = TokenCache(self.session, ctx.eks_cluster, region=ctx.region)
-            cfg = client.Configuration(host=host)
-            cfg.verify_ssl = ctx.kubernetes_verify_ssl
-            if ca:
-                cfg.ssl_ca_cert = ca
-            cfg.api_key = {"authorization": ""}
-
-            def refresh(c: Any) -> None:
-                c.api_key["authorization"] = tokens.bearer()
-
-            cfg.refresh_api_key_hook = refresh
-            api_client = client.ApiClient(cfg)
-            self._api = {"client": api_client, "core": client.CoreV1Api(api_client),
-                         "apps": client.AppsV1Api(api_client), "rbac": client.RbacAuthorizationV1Api(api_client),
-                         "net": client.NetworkingV1Api(api_client), "coord": client.CoordinationV1Api(api_client)}
-        return self._api
-
-    # ------------------------------------------------------------------ calls with retries
-
-    def _k8s(self, group: str, method: str, *args: Any, ok: Sequence[int] = (), **kwargs: Any) -> Any:
-        """One Kubernetes call (in the calling thread): 401 makes a new token once; throttling and
-        5xx retry with jittered backoff; statuses in ``ok`` return None."""
-        from kubernetes.client.rest import ApiException
-
-        delay, refreshed = 0.2, False
-        raw = method.startswith("delete")
-        if raw:  # delete answers an object or a Status, which the typed models cannot both parse
-            kwargs.setdefault("_preload_content", False)
-        for attempt in range(6):
-            self.calls["k8s"] += 1
-            try:
-                result = getattr(self.api()[group], method)(*args, **kwargs)
-                if raw:
-                    result.read()
-                    result.release_conn()
-                    return True
-                return result
-            except ApiException as e:
-                if e.status in ok:
-                    return None
-                if e.status == 401 and not refreshed and self._tokens is not None:
-                    self._tokens.invalidate()
-                    refreshed = True
-                    continue
-                if e.status in RETRY_CODES and attempt < 5:
-                    time.sleep(delay * random.uniform(0.5, 1.5))
-                    delay = min(delay * 2, 5.0)
-                    continue
-                raise _k8s_error(e, method) from None
-            except Exception as e:  # urllib3 connection errors
-                if isinstance(e, RECCError) or not _transient(e):
-                    raise
-                if attempt < 5:
-                    time.sleep(delay * random.uniform(0.5, 1.5))
-                    delay = min(delay * 2, 5.0)
-                    continue
-                raise ProviderError(f"the Kubernetes API did not answer {method}: {e}",
-                                    hint="check the context's kubernetes_api_url and your network") from e
-        raise AssertionError("unreachable")
-
-    def _aws_call(self, service: str, method: str, ok: Sequence[str] = (), **kwargs: Any) -> Any:
-        from botocore.exceptions import ClientError
-
-        delay = 0.2
-        for attempt in range(6):
-            self.calls["aws"] += 1
-            try:
-                return getattr(self._aws(service), method)(**kwargs)
-            except ClientError as e:
-                code = e.response.get("Error", {}).get("Code", "")
-                if code in ok:
-                    return None
-                if code in AWS_RETRY and attempt < 5:
-                    time.sleep(delay * random.uniform(0.5, 1.5))
-                    delay = min(delay * 2, 5.0)
-                    continue
-                raise ProviderError(f"AWS {service}.{method} failed: {code}: {e.response['Error'].get('Message')}",
-                                    hint="check the context (docs/eks.md) and the provisioner role's policy") from e
-        raise AssertionError("unreachable")
-
-    async def _k(self, group: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(self._k8s, group, method, *args, **kwargs)
-
-    async def _a(self, service: str, method: str, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(self._aws_call, service, method, **kwargs)
 
     # ------------------------------------------------------------------ objects
 
@@ -230,15 +83,6 @@ class EksProvider:
 
     def _options(self) -> M.Options:
         return self.context.manifest_options(self.worker_death_timeout)
-
-    async def _apply(self, obj: dict[str, Any], update: bool = False) -> None:
-        """Create ``obj``; if it exists, patch it when ``update`` (sizes converge), else leave it."""
-        group, snake = _api_of(obj)
-        ns = obj["metadata"].get("namespace")
-        args = (ns,) if ns else ()
-        made = await self._k(group, f"create{'_namespaced' if ns else ''}_{snake}", *args, obj, ok=(409,))
-        if made is None and update:
-            await self._k(group, f"patch{'_namespaced' if ns else ''}_{snake}", obj["metadata"]["name"], *args, obj)
 
     # ------------------------------------------------------------------ create
 
@@ -250,23 +94,23 @@ class EksProvider:
         cp: Checkpoint = {"namespace": names.namespace, "user": self.user, "cluster": name, "job": names.job,
                           "context": self.context.name, "spec": spec.to_dict()}
         for obj in M.policy_objects(spec, names, options):
-            await self._apply(obj, update=obj["kind"] == "ResourceQuota")
+            await self.apply(obj, update=obj["kind"] == "ResourceQuota")
         cp["policy"] = True
         yield copy.deepcopy(cp)
 
-        cp["groups"] = [await self._ensure_group(names, spec.instance_type, the_plan.nodes)]
+        cp["groups"] = [await ensure_group(self, names, spec.instance_type, the_plan.nodes)]
         yield copy.deepcopy(cp)
 
-        await self._apply(M.tls_secret(names, tls))
+        await self.apply(M.tls_secret(names, tls))
         cp["secret"] = True
         yield copy.deepcopy(cp)
 
-        await self._apply(M.scheduler_deployment(spec, names, options), update=True)
-        await self._apply(M.worker_deployment(spec, names, options), update=True)
+        await self.apply(M.scheduler_deployment(spec, names, options), update=True)
+        await self.apply(M.worker_deployment(spec, names, options), update=True)
         cp["deployments"] = True
         yield copy.deepcopy(cp)
 
-        await self._apply(M.scheduler_service(names, options))
+        await self.apply(M.scheduler_service(names, options))
         cp["service"] = True
         yield copy.deepcopy(cp)
 
@@ -286,76 +130,18 @@ class EksProvider:
             await asyncio.sleep(self.poll)
         return lb
 
-    async def _ensure_group(self, names: M.Names, instance_type: str, nodes: int) -> dict[str, Any]:
-        """The cluster's Auto Scaling group for ``instance_type``, sized to ``nodes`` (capped by the context)."""
-        ctx = self.context
-        group = group_name(names.user, instance_type, names.cluster)
-        desired = min(nodes, ctx.max_nodes)
-        if ctx.max_nodes_total is not None:
-            desired = min(desired, ctx.max_nodes_total)
-        tags = self._tags(names)
-        template = await self._ensure_launch_template(group, instance_type, tags)
-        asg_tags = dict(tags)
-        asg_tags[f"kubernetes.io/cluster/{ctx.eks_cluster}"] = "owned"
-        asg_tags[f"{CA_PREFIX}label/{M.CAPACITY_KEY}"] = names.namespace
-        asg_tags[f"{CA_PREFIX}taint/{M.CAPACITY_KEY}"] = f"{names.namespace}:NoSchedule"
-        asg_tags[f"k8s.io/cluster-autoscaler/{ctx.eks_cluster}"] = "owned"
-        where: dict[str, Any] = ({"VPCZoneIdentifier": ",".join(ctx.subnets)} if ctx.subnets
-                                 else {"AvailabilityZones": list(ctx.availability_zones or [f"{ctx.region}a"])})
-        # Look first: a create over an existing name must never replace a group (moto does; AWS says AlreadyExists).
-        existing = await self._a("autoscaling", "describe_auto_scaling_groups", AutoScalingGroupNames=[group])
-        made = None if existing["AutoScalingGroups"] else await self._a(
-            "autoscaling", "create_auto_scaling_group", ok=("AlreadyExists",),
-                             AutoScalingGroupName=group,
-                             LaunchTemplate={"LaunchTemplateName": template, "Version": "$Latest"},
-                             MinSize=0, MaxSize=ctx.max_nodes, DesiredCapacity=desired, **where,
-                             Tags=[{"Key": k, "Value": v, "PropagateAtLaunch": True, "ResourceId": group,
-                                    "ResourceType": "auto-scaling-group"} for k, v in asg_tags.items()])
-        if made is None:  # it existed (a retry): converge the size, never increment
-            await self._a("autoscaling", "update_auto_scaling_group", AutoScalingGroupName=group, MinSize=0,
-                          MaxSize=ctx.max_nodes, DesiredCapacity=desired)
-        return {"name": group, "launch_template": template, "instance_type": instance_type,
-                "desired": desired, "max": ctx.max_nodes, "wanted": nodes}
-
-    def _tags(self, names: M.Names) -> dict[str, str]:
-        return {MANAGED: "true", "recc:user": names.user, "recc:namespace": names.namespace,
-                "recc:job": names.job, "recc:cluster": names.cluster}
-
-    async def _ensure_launch_template(self, group: str, instance_type: str, tags: dict[str, str]) -> str:
-        """A RECC-named copy of the context's launch template (or AMI + profile) with this instance type."""
-        ctx = self.context
-        if ctx.has_launch_template:
-            ref = ({"LaunchTemplateId": ctx.launch_template_id} if ctx.launch_template_id
-                   else {"LaunchTemplateName": ctx.launch_template_name})
-            versions = await self._a("ec2", "describe_launch_template_versions", Versions=["$Default"], **ref)
-            data = dict(versions["LaunchTemplateVersions"][0]["LaunchTemplateData"])
-        elif ctx.ami_id:
-            data = {"ImageId": ctx.ami_id}
-            if ctx.instance_profile_arn:
-                data["IamInstanceProfile"] = {"Arn": ctx.instance_profile_arn}
-        else:
-            raise ProviderError(f"context {ctx.name!r} has neither a launch template nor an AMI for nodes",
-                                hint="set launch_template_id (or ami_id and instance_profile_arn); see docs/eks.md")
-        data["InstanceType"] = instance_type
-        tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
-        data["TagSpecifications"] = [{"ResourceType": "instance", "Tags": tag_list}]
-        await self._a("ec2", "create_launch_template", ok=("InvalidLaunchTemplateName.AlreadyExistsException",),
-                      LaunchTemplateName=group, LaunchTemplateData=data,
-                      TagSpecifications=[{"ResourceType": "launch-template", "Tags": tag_list}])
-        return group
-
     # ------------------------------------------------------------------ waiting
 
     async def _progress(self, names: M.Names, cp: Checkpoint) -> dict[str, Any]:
         """What exists now: instances, nodes, pods (and why pods are Pending)."""
         groups = [g["name"] for g in cp.get("groups", [])]
-        desc = await self._a("autoscaling", "describe_auto_scaling_groups", AutoScalingGroupNames=groups)
+        desc = await self.aws("autoscaling", "describe_auto_scaling_groups", AutoScalingGroupNames=groups)
         instances = sum(1 for g in desc["AutoScalingGroups"] for i in g.get("Instances", [])
                         if i.get("LifecycleState") == "InService")
-        nodes = await self._k("core", "list_node", label_selector=f"{M.CAPACITY_KEY}={names.namespace}")
+        nodes = await self.k8s("core", "list_node", label_selector=f"{M.CAPACITY_KEY}={names.namespace}")
         ready_nodes = sum(1 for n in nodes.items if any(c.type == "Ready" and c.status == "True"
                                                          for c in (n.status.conditions or [])))
-        pods = await self._k("core", "list_namespaced_pod", names.namespace)
+        pods = await self.k8s("core", "list_namespaced_pod", names.namespace)
         out: dict[str, Any] = {"instances": instances, "nodes": ready_nodes, "scheduler": False,
                                "workers_running": 0, "pending": [], "failed": []}
         for p in pods.items:
@@ -424,7 +210,7 @@ class EksProvider:
     # ------------------------------------------------------------------ talking to the scheduler
 
     def _scheduler_pod(self, namespace: str, component: str = "scheduler") -> str:
-        pods = self._k8s("core", "list_namespaced_pod", namespace,
+        pods = self.k8s_sync("core", "list_namespaced_pod", namespace,
                          label_selector=f"app.kubernetes.io/component={component}",
                          field_selector="status.phase=Running")
         live = [p.metadata.name for p in pods.items if not p.metadata.deletion_timestamp]
@@ -438,7 +224,7 @@ class EksProvider:
 
             pod = self._scheduler_pod(namespace, component)
             api = self.api()
-            api["client"].configuration.api_key["authorization"] = self._tokens.bearer()  # type: ignore[union-attr]
+            api["client"].configuration.api_key["authorization"] = self.bearer()
             self.calls["k8s"] += 1
             pf = portforward(api["core"].connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port))
             # The tunnel owns the socket from here; the proxy thread ends when it is closed.
@@ -472,7 +258,7 @@ class EksProvider:
         else:  # after a daemon restart: the worker leaf (it has clientAuth) from the cluster's secret
             import base64
 
-            secret = await self._k("core", "read_namespaced_secret", M.TLS_SECRET, namespace)
+            secret = await self.k8s("core", "read_namespaced_secret", M.TLS_SECRET, namespace)
             data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
             ca, cert, key = data["ca.pem"], data["worker.pem"], data["worker-key.pem"]
         return Security(tls_ca_file=ca, tls_client_cert=cert, tls_client_key=key, require_encryption=True)
@@ -496,11 +282,11 @@ class EksProvider:
             raise BadRequest(f"a heartbeat ttl must be a positive number of seconds, got {ttl!r}")
         names = self._names(name)
         lease = M.heartbeat_lease(names, holder=f"reccd/{self.user}", ttl=ttl, now_micro=_now_micro())
-        patched = await self._k("coord", "patch_namespaced_lease", M.HEARTBEAT_LEASE, names.namespace,
+        patched = await self.k8s("coord", "patch_namespaced_lease", M.HEARTBEAT_LEASE, names.namespace,
                                 {"spec": lease["spec"]}, ok=(404,))
         if patched is None:
             lease["spec"]["acquireTime"] = lease["spec"]["renewTime"]
-            await self._k("coord", "create_namespaced_lease", names.namespace, lease, ok=(409,))
+            await self.k8s("coord", "create_namespaced_lease", names.namespace, lease, ok=(409,))
         return await self._ask_facts(names, "recc_heartbeat", timeout, ttl=float(ttl))
 
     async def idle_facts(self, name: str, last: Checkpoint, timeout: float = 10.0) -> IdleFacts:
@@ -532,7 +318,7 @@ class EksProvider:
 
     async def load_balancer(self, name: str) -> dict[str, Any] | None:
         """The scheduler Service's load balancer (host, [scheduler port, dashboard port]) once it has one."""
-        svc = await self._k("core", "read_namespaced_service", M.SCHEDULER, self._names(name).namespace, ok=(404,))
+        svc = await self.k8s("core", "read_namespaced_service", M.SCHEDULER, self._names(name).namespace, ok=(404,))
         ingress = (svc and svc.status and svc.status.load_balancer and svc.status.load_balancer.ingress) or []
         if not ingress:
             return None
@@ -545,14 +331,14 @@ class EksProvider:
 
     async def logs(self, name: str, last: Checkpoint, tail: int | None = None) -> dict[str, list[str]]:
         ns = self._names(name).namespace
-        pods = await self._k("core", "list_namespaced_pod", ns, ok=(404,))
+        pods = await self.k8s("core", "list_namespaced_pod", ns, ok=(404,))
         out: dict[str, list[str]] = {}
         for p in sorted(pods.items if pods else [], key=lambda p: (
                 (p.metadata.labels or {}).get("app.kubernetes.io/component") != "scheduler", p.metadata.name)):
             comp = (p.metadata.labels or {}).get("app.kubernetes.io/component")
             key = "scheduler" if comp == "scheduler" else p.metadata.name
             kwargs = {"tail_lines": tail} if tail else {}
-            text = await self._k("core", "read_namespaced_pod_log", p.metadata.name, ns, ok=(400, 404), **kwargs)
+            text = await self.k8s("core", "read_namespaced_pod_log", p.metadata.name, ns, ok=(400, 404), **kwargs)
             out[key] = (text or "").splitlines()
         return out
 
@@ -560,9 +346,9 @@ class EksProvider:
         out = []
         for name, last in zip(names, lasts):
             n = self._names(name)
-            dep = await self._k("apps", "read_namespaced_deployment", M.WORKER, n.namespace, ok=(404,))
-            sched = await self._k("apps", "read_namespaced_deployment", M.SCHEDULER, n.namespace, ok=(404,))
-            nodes = await self._k("core", "list_node", label_selector=f"{M.CAPACITY_KEY}={n.namespace}")
+            dep = await self.k8s("apps", "read_namespaced_deployment", M.WORKER, n.namespace, ok=(404,))
+            sched = await self.k8s("apps", "read_namespaced_deployment", M.SCHEDULER, n.namespace, ok=(404,))
+            nodes = await self.k8s("core", "list_node", label_selector=f"{M.CAPACITY_KEY}={n.namespace}")
             alive = bool(sched and (sched.status.ready_replicas or 0) >= 1)
             out.append(ProviderStatus(name=name, alive=alive,
                                       workers_ready=(dep.status.ready_replicas or 0) if dep else 0,
@@ -572,36 +358,16 @@ class EksProvider:
 
     async def list_owned(self) -> list[str]:
         found: set[str] = set()
-        namespaces = await self._k("core", "list_namespace",
+        namespaces = await self.k8s("core", "list_namespace",
                                    label_selector=f"app.kubernetes.io/managed-by=reccd,recc.dev/user={M.label_value(self.user)}")
         for ns in namespaces.items:
             cluster = (ns.metadata.labels or {}).get("recc.dev/cluster")
             if cluster:
                 found.add(cluster)
-        for g in await self._own_groups():
+        for g in await own_groups(self):
             tags = {t["Key"]: t["Value"] for t in g.get("Tags", [])}
             found.add(tags["recc:cluster"])
         return sorted(found)
-
-    async def _own_groups(self, namespace: str | None = None) -> list[dict[str, Any]]:
-        """This user's RECC groups (of one namespace when given), found by tag."""
-        def list_() -> list[dict[str, Any]]:
-            out, token = [], None
-            while True:
-                kwargs: dict[str, Any] = {"Filters": [{"Name": "tag:recc:user", "Values": [self.user]}]}
-                if token:
-                    kwargs["NextToken"] = token
-                page = self._aws_call("autoscaling", "describe_auto_scaling_groups", **kwargs)
-                for g in page["AutoScalingGroups"]:
-                    tags = {t["Key"]: t["Value"] for t in g.get("Tags", [])}
-                    if tags.get(MANAGED) == "true" and tags.get("recc:user") == self.user and (
-                            namespace is None or tags.get("recc:namespace") == namespace):
-                        out.append(g)
-                token = page.get("NextToken")
-                if not token:
-                    return out
-
-        return await asyncio.to_thread(list_)
 
     # ------------------------------------------------------------------ scale and delete
 
@@ -613,9 +379,9 @@ class EksProvider:
         cp = copy.deepcopy(last)
         spec = ClusterSpec.from_dict(cp["spec"]).replace(n_workers=n_workers)
         names = self._names(name, spec)
-        await self._apply(M.resource_quota(spec, names), update=True)
-        cp["groups"] = [await self._ensure_group(names, spec.instance_type, plan(spec).nodes)]
-        await self._k("apps", "patch_namespaced_deployment_scale", M.WORKER, names.namespace,
+        await self.apply(M.resource_quota(spec, names), update=True)
+        cp["groups"] = [await ensure_group(self, names, spec.instance_type, plan(spec).nodes)]
+        await self.k8s("apps", "patch_namespaced_deployment_scale", M.WORKER, names.namespace,
                       {"spec": {"replicas": n_workers}})
         cp["spec"] = spec.to_dict()
         await self._wait_ready(names, cp, n_workers)
@@ -627,45 +393,28 @@ class EksProvider:
         ns = names.namespace
         await self._close_tunnel(ns)
         # 1. what runs: service, deployments (their pods go with them)
-        await self._k("core", "delete_namespaced_service", M.SCHEDULER, ns, ok=(404,))
+        await self.k8s("core", "delete_namespaced_service", M.SCHEDULER, ns, ok=(404,))
         for dep in (M.WORKER, M.SCHEDULER):
-            await self._k("apps", "delete_namespaced_deployment", dep, ns, ok=(404,),
+            await self.k8s("apps", "delete_namespaced_deployment", dep, ns, ok=(404,),
                           propagation_policy="Foreground")
         await self._wait_until(lambda: self._no_pods(ns), self.context.workers_timeout,
                                f"the pods of namespace {ns} to stop")
         # 2. capacity: only after the pods are gone; found by tag, whatever the checkpoint says
-        groups = {g["AutoScalingGroupName"] for g in await self._own_groups(ns)}
-        groups |= {g["name"] for g in (last or {}).get("groups", [])}
-        for group in sorted(groups):
-            await self._a("autoscaling", "delete_auto_scaling_group", AutoScalingGroupName=group, ForceDelete=True,
-                          ok=("ValidationError",))
-        # the RECC launch templates of this namespace, found by tag (also those of a group never made)
-        templates = await self._a("ec2", "describe_launch_templates",
-                                  Filters=[{"Name": "tag:recc:namespace", "Values": [ns]},
-                                           {"Name": f"tag:{MANAGED}", "Values": ["true"]}])
-        for template in templates.get("LaunchTemplates", []):
-            await self._a("ec2", "delete_launch_template", LaunchTemplateId=template["LaunchTemplateId"],
-                          ok=("InvalidLaunchTemplateName.NotFoundException", "InvalidLaunchTemplateId.NotFound"))
-        await self._wait_until(lambda: self._no_instances(ns), self.context.capacity_timeout,
+        await delete_capacity(self, ns, {g["name"] for g in (last or {}).get("groups", [])})
+        await self._wait_until(lambda: no_instances(self, ns), self.context.capacity_timeout,
                                f"the instances of namespace {ns} to terminate")
         # 3. the namespace, with the secret, lease and policy objects
-        await self._k("core", "delete_namespace", ns, ok=(404, 409))
+        await self.k8s("core", "delete_namespace", ns, ok=(404, 409))
         await self._wait_until(lambda: self._namespace_gone(ns), self.context.workers_timeout,
                                f"namespace {ns} to go")
         self._tls.pop(ns, None)
 
     def _no_pods(self, ns: str) -> bool:
-        pods = self._k8s("core", "list_namespaced_pod", ns, ok=(404,))
+        pods = self.k8s_sync("core", "list_namespaced_pod", ns, ok=(404,))
         return pods is None or not pods.items
 
-    def _no_instances(self, ns: str) -> bool:
-        resp = self._aws_call("ec2", "describe_instances",
-                              Filters=[{"Name": "tag:recc:namespace", "Values": [ns]},
-                                       {"Name": "instance-state-name", "Values": ["pending", "running", "stopping"]}])
-        return not any(r["Instances"] for r in resp["Reservations"])
-
     def _namespace_gone(self, ns: str) -> bool:
-        return self._k8s("core", "read_namespace", ns, ok=(404,)) is None
+        return self.k8s_sync("core", "read_namespace", ns, ok=(404,)) is None
 
     async def _wait_until(self, check: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -684,33 +433,4 @@ class EksProvider:
         """Close the provider's own tunnels and the API client."""
         for ns in list(self._tunnels):
             await self._close_tunnel(ns)
-        if self._api is not None:
-            await asyncio.to_thread(self._api["client"].close)
-            self._api = None
-
-
-def _api_of(obj: dict[str, Any]) -> tuple[str, str]:
-    kind = obj["kind"]
-    group = {"v1": "core", "apps/v1": "apps", "networking.k8s.io/v1": "net",
-             "rbac.authorization.k8s.io/v1": "rbac", "coordination.k8s.io/v1": "coord"}[obj["apiVersion"]]
-    snake = "".join("_" + c.lower() if c.isupper() else c for c in kind).lstrip("_")
-    return group, snake
-
-
-def _transient(e: BaseException) -> bool:
-    text = type(e).__name__ + str(e)
-    return any(w in text for w in ("MaxRetryError", "ProtocolError", "Connection", "Timeout", "timed out"))
-
-
-def _k8s_error(e: Any, method: str) -> ProviderError:
-    import json
-
-    try:
-        message = json.loads(e.body).get("message") or e.reason
-    except (TypeError, ValueError, AttributeError):
-        message = e.reason
-    hints = {401: "the EKS token was refused: check the context's eks_cluster and your AWS login",
-             403: "forbidden: the provisioner role's Kubernetes group lacks this right, or a quota is exceeded",
-             422: "the object was invalid; this is a bug in RECC's manifests"}
-    return ProviderError(f"Kubernetes {method} failed ({e.status}): {message}",
-                         hint=hints.get(e.status, "see the message; retrying may help"))
+        await self.close_api()
