@@ -52,17 +52,29 @@ def tunnel(mib: int, runs: int, trips: int) -> list[dict[str, Any]]:
             row(f"tunnel {trips} round trips (relay vs direct)", t_rt, "ms", d_rt)]
 
 
-def cluster(mb: int, runs: int) -> list[dict[str, Any]]:
-    out = _run("cluster_bench.py", "--mb", str(mb), "--runs", str(runs), timeout=400)
+def cluster(mb: int, runs: int, tasks: int, route_runs: int) -> list[dict[str, Any]]:
+    out = _run("cluster_bench.py", "--mb", str(mb), "--runs", str(runs), "--tasks", str(tasks),
+               "--route-runs", str(route_runs), timeout=400)
     rows = []
     for line in out.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 4 and re.fullmatch(r"[\d.]+", cells[1]):
+        if len(cells) == 4 and "socat not installed" in cells[1]:
+            rows.append(row("tunnel vs socat relay", None, "socat not installed", None))
+        elif len(cells) == 4 and re.fullmatch(r"[\d.]+", cells[1]):
             name, value, base = cells[0], float(cells[1]), float(cells[2])
-            if "gather" in name:  # the bench prints direct s / tunnel s: report tunnel seconds vs direct
-                rows.append(row(name.replace(" (throughput ratio)", "") + " (time)", base, "s", value))
+            if "throughput" in name:  # the bench prints other s / tunnel s: report throughputs
+                rows.append(row(name.replace(" (throughput ratio)", " (throughput)"), mb / base, "MiB/s", mb / value))
             else:
                 rows.append(row(name, value, "s", base))
+    return rows
+
+
+def api(clusters: int, requests: int) -> list[dict[str, Any]]:
+    out = _run("daemon_api.py", "--clusters", str(clusters), "--requests", str(requests), timeout=300)
+    d = json.loads(out.strip().splitlines()[-1])
+    rows = [row(f"daemon API GET /v1/clusters ({clusters} clusters) {q} at {n} client{'s' if n > 1 else ''} "
+                "(vs 10 ms target)", d[f"{q}_ms_{n}"], "ms", 10.0) for n in (1, 50) for q in ("p50", "p99")]
+    rows.append(row(f"daemon RSS with {clusters} clusters registered (vs none)", d["rss_mib"], "MiB", d["rss_empty_mib"]))
     return rows
 
 
@@ -114,16 +126,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # the smallest settings, for a test
     args = parser.parse_args(argv)
     if args.smoke:
-        plan = [("tunnel", lambda: tunnel(4, 1, 50)), ("tui", lambda: tui(50, 1)),
+        plan = [("tunnel", lambda: tunnel(4, 1, 50)), ("tui", lambda: tui(50, 1)), ("api", lambda: api(10, 100)),
                 ("workloads", lambda: workloads("small"))]
     elif args.quick:
-        plan = [("tunnel", lambda: tunnel(64, 3, 1000)), ("cluster", lambda: cluster(64, 1)),
+        plan = [("tunnel", lambda: tunnel(64, 3, 1000)), ("cluster", lambda: cluster(256, 3, 1000, 1)),
+                ("api", lambda: api(100, 1000)),
                 ("read_df", lambda: read_df(20, 3)), ("tui", lambda: tui(1000, 5)),
                 ("workloads", lambda: workloads("small"))]
     else:
-        plan = [("tunnel", lambda: tunnel(256, 5, 1000)), ("cluster", lambda: cluster(256, 3)),
+        plan = [("tunnel", lambda: tunnel(256, 5, 1000)), ("cluster", lambda: cluster(256, 5, 1000, 3)),
+                ("api", lambda: api(100, 5000)),
                 ("read_df", lambda: read_df(100, 5)), ("tui", lambda: tui(1000, 9)),
                 ("workloads", lambda: workloads("large"))]
+    if not args.smoke:  # EKS call counts on moto and the fake (bench/eks_calls.py), about 30 s
+        plan.append(("eks", lambda: __import__("bench.eks_calls", fromlist=["rows"]).rows()))
     rows: list[dict[str, Any]] = []
     for name, fn in plan:
         try:

@@ -1,21 +1,26 @@
-"""Throughput and latency of reccd.tunnel.Tunnel against a direct loopback connection.
+"""Throughput and latency of the daemon's scheduler tunnel against a direct connection.
 
-Not a test: run ``python bench/tunnel_throughput.py`` and read the ratios.
+Not a test: run ``python bench/tunnel_throughput.py`` (or ``python -m bench``) and read the ratios.
 
-Three processes, so the relay gets its own interpreter and event loop as in the daemon:
-a sink server (blocking sockets, one thread per connection), the tunnel (``Tunnel`` on an
-asyncio loop), and this process as the client (blocking sockets).
+Default (``--mode dask``, the figure issue #10 sets targets for): a real daemon makes a ``local``
+cluster (TLS, one worker); a ``--mib`` MiB result is gathered through the daemon's tunnel and straight
+from the scheduler, and ``--trips`` sequential tiny tasks are run each way. In the same run, for
+comparison, the same gather and tasks go through a ``Tunnel`` forced onto the asyncio relay (what the
+daemon used before the splice relay) and through ``socat`` where it is installed. All paths are
+interleaved run by run, so the noise of a shared machine hits them alike; medians of ``--runs``.
 
-* bulk: the client sends an 8-byte length and then that many bytes; the sink answers one byte
-  once it has them all. Timed from connect to that byte; median of ``--runs``.
-* round trips: ``--trips`` sequential 1-byte request/response exchanges on one connection.
+``--mode raw``: plain loopback sockets, no TLS or Dask (a sink process, the tunnel process, and this
+process as the client): ``--mib`` MiB bulk and ``--trips`` 1-byte round trips. A harsher micro-benchmark
+of the relay alone (every hop is a copy at memory speed), not the figure the targets are about.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import shutil
 import socket
 import statistics
 import struct
@@ -54,8 +59,8 @@ def serve_sink() -> None:
         threading.Thread(target=handle, args=(conn,), daemon=True).start()
 
 
-def serve_tunnel(upstream_port: int) -> None:
-    """The relay under test, alone on its event loop like in the daemon."""
+def serve_tunnel(upstream_port: int, relay: str = "auto") -> None:
+    """The relay under test, alone on its event loop like in the daemon (``relay="asyncio"``: no splice)."""
     from reccd.providers import Endpoint
     from reccd.tunnel import Tunnel
 
@@ -64,6 +69,8 @@ def serve_tunnel(upstream_port: int) -> None:
             return Endpoint("127.0.0.1", upstream_port)
 
         tunnel = Tunnel(resolve)
+        if relay == "asyncio":
+            tunnel.splice = False
         print(await tunnel.start(), flush=True)
         await asyncio.Event().wait()
 
@@ -113,10 +120,145 @@ def spawn(*args: str) -> tuple[subprocess.Popen[str], int]:
     return proc, int(proc.stdout.readline())
 
 
+def spawn_socat(upstream_port: int) -> tuple[subprocess.Popen[bytes], int] | None:
+    """A ``socat`` relay to the upstream, or None where socat is not installed."""
+    if shutil.which("socat") is None:
+        return None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr,nodelay",
+                             f"TCP:127.0.0.1:{upstream_port},nodelay"], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return proc, port
+        time.sleep(0.05)
+    proc.kill()
+    return None
+
+
+def make_blob(mib: int) -> bytes:
+    return os.urandom(mib * MiB)
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def report(title: str, unit: str, times: dict[str, list[float]], target: str) -> None:
+    """One block of output; ``direct`` and ``tunnel`` lines keep the format ``python -m bench`` parses."""
+    med = {name: statistics.median(values) for name, values in times.items()}
+    d = med["direct"]
+    print(title)
+    for name, value in med.items():
+        shown = f"{value:.3f} s" if unit == "s" else f"{value * 1000:.1f} ms"
+        ratio = d / value if unit == "s" else value / d
+        label = "throughput ratio vs direct" if unit == "s" else "time ratio vs direct"
+        print(f"  {name:<14}{shown:>12}   {label} {ratio:.3f}")
+    print(f"  target: {target}")
+
+
+def dask_mode(args: argparse.Namespace) -> None:
+    """Gather and tiny tasks through the daemon's tunnel vs straight to the scheduler (TLS)."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    base = Path(tempfile.mkdtemp(prefix="recc-tb"))
+    for key, sub in (("RECC_RUNTIME_DIR", "run"), ("RECC_DATA_DIR", "data"), ("RECC_LOG_DIR", "log"),
+                     ("RECC_CONFIG_DIR", "config")):
+        os.environ[key] = str(base / sub)
+    from distributed import Client
+
+    from recc import RECCCluster
+    from recc.daemon_client import DaemonClient
+
+    daemon = DaemonClient.connect(start=True, quiet=True)
+    relays: list[subprocess.Popen] = []
+    try:
+        with RECCCluster("local", n_workers=1, quiet=True, worker_memory=f"{max(2, 4 * args.mib // 1024 + 1)}GiB") as cluster:
+            folder = Path(os.environ["RECC_DATA_DIR"]) / "clusters" / "local" / cluster.name
+            direct = json.loads((folder / "scheduler.json").read_text())["address"]
+            sched_port = int(direct.rsplit(":", 1)[1])
+            addresses = {"direct": direct, "tunnel": cluster.scheduler_address}
+            proc, port = spawn("--role", "tunnel", "--upstream", str(sched_port), "--relay", "asyncio")
+            relays.append(proc)
+            addresses["asyncio-relay"] = f"tls://127.0.0.1:{port}"
+            if (socat := spawn_socat(sched_port)) is not None:
+                relays.append(socat[0])
+                addresses["socat"] = f"tls://127.0.0.1:{socat[1]}"
+            clients = {name: Client(address, security=cluster.security, direct_to_workers=False, timeout="30s")
+                       for name, address in addresses.items()}
+            try:
+                futures = {name: c.submit(make_blob, args.mib, pure=True) for name, c in clients.items()}
+                assert len({f.key for f in futures.values()}) == 1  # one blob, made once, gathered by all
+                gathers: dict[str, list[float]] = {name: [] for name in clients}
+                trips: dict[str, list[float]] = {name: [] for name in clients}
+                for run in range(args.runs + 1):  # run 0 warms every connection and is not counted
+                    for name, client in clients.items():
+                        start = time.perf_counter()
+                        assert len(client.gather(futures[name])) == args.mib * MiB
+                        if run:
+                            gathers[name].append(time.perf_counter() - start)
+                    for name, client in clients.items():
+                        start = time.perf_counter()
+                        for i in range(args.trips if run else 20):
+                            assert client.submit(inc, i, pure=False).result() == i + 1
+                        if run:
+                            trips[name].append(time.perf_counter() - start)
+            finally:
+                for client in clients.values():
+                    client.close()
+        report(f"gather {args.mib} MiB over TLS (median of {args.runs}):", "s", gathers,
+               "tunnel throughput >= 0.95x direct")
+        report(f"{args.trips} sequential tiny tasks (median of {args.runs}):", "ms", trips,
+               "tunnel time <= 1.05x direct")
+    finally:
+        for proc in relays:
+            proc.terminate()
+            proc.wait(5)
+        daemon.shutdown()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def raw_mode(args: argparse.Namespace) -> None:
+    """Plain loopback sockets: the relay alone."""
+    sink, sink_port = spawn("--role", "sink")
+    procs = [sink]
+    try:
+        ports = {"direct": sink_port}
+        for name, relay in (("tunnel", "auto"), ("asyncio-relay", "asyncio")):
+            proc, ports[name] = spawn("--role", "tunnel", "--upstream", str(sink_port), "--relay", relay)
+            procs.append(proc)
+        if (socat := spawn_socat(sink_port)) is not None:
+            procs.append(socat[0])  # type: ignore[arg-type]
+            ports["socat"] = socat[1]
+        size = args.mib * MiB
+        for port in ports.values():
+            bulk(port, 16 * MiB)  # warm up every path
+        bulks: dict[str, list[float]] = {name: [] for name in ports}
+        trips: dict[str, list[float]] = {name: [] for name in ports}
+        for _ in range(args.runs):  # interleave so drift hits every path alike
+            for name, port in ports.items():
+                bulks[name].append(bulk(port, size))
+            for name, port in ports.items():
+                trips[name].append(round_trips(port, args.trips))
+        report(f"raw bulk {args.mib} MiB (median of {args.runs}):", "s", bulks, "none (micro-benchmark)")
+        report(f"{args.trips} sequential 1-byte round trips (median of {args.runs}):", "ms", trips,
+               "none (micro-benchmark)")
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(5)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=["dask", "raw"], default="dask")
     parser.add_argument("--role", choices=["client", "sink", "tunnel"], default="client")
     parser.add_argument("--upstream", type=int, default=0)
+    parser.add_argument("--relay", choices=["auto", "asyncio"], default="auto")
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--trips", type=int, default=1000)
@@ -124,36 +266,10 @@ def main() -> None:
     if args.role == "sink":
         return serve_sink()
     if args.role == "tunnel":
-        return serve_tunnel(args.upstream)
-
-    sink, sink_port = spawn("--role", "sink")
-    tunnel, tunnel_port = spawn("--role", "tunnel", "--upstream", str(sink_port))
-    try:
-        size = args.mib * MiB
-        bulk(sink_port, 16 * MiB), bulk(tunnel_port, 16 * MiB)  # warm up both paths
-        direct, through = [], []
-        for _ in range(args.runs):  # interleave so drift hits both alike
-            direct.append(bulk(sink_port, size))
-            through.append(bulk(tunnel_port, size))
-        d, t = statistics.median(direct), statistics.median(through)
-        print(f"bulk {args.mib} MiB (median of {args.runs}):")
-        print(f"  direct  {d:.3f} s  {size / d / MiB:8.0f} MiB/s")
-        print(f"  tunnel  {t:.3f} s  {size / t / MiB:8.0f} MiB/s")
-        print(f"  throughput ratio tunnel/direct = {d / t:.3f}  (target >= 0.95)")
-        direct, through = [], []
-        for _ in range(args.runs):
-            direct.append(round_trips(sink_port, args.trips))
-            through.append(round_trips(tunnel_port, args.trips))
-        d, t = statistics.median(direct), statistics.median(through)
-        print(f"{args.trips} sequential 1-byte round trips (median of {args.runs}):")
-        print(f"  direct  {d * 1000:.1f} ms  {d / args.trips * 1e6:6.1f} us/trip")
-        print(f"  tunnel  {t * 1000:.1f} ms  {t / args.trips * 1e6:6.1f} us/trip")
-        print(f"  time ratio tunnel/direct = {t / d:.3f}  (target <= 1.05)")
-    finally:
-        for proc in (tunnel, sink):
-            proc.terminate()
-            proc.wait(5)
+        return serve_tunnel(args.upstream, args.relay)
+    (dask_mode if args.mode == "dask" else raw_mode)(args)
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     main()

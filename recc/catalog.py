@@ -117,8 +117,35 @@ class Catalog:
                             hint=f"known regions: {known}") from None
 
 
-@lru_cache(maxsize=1)
 def load_catalog() -> Catalog:
-    """The catalog shipped with the package (read once, then cached)."""
+    """The catalog: the one shipped with the package, with the newest refreshed prices laid over it.
+
+    ``recc prices refresh`` writes ``<data dir>/catalog-YYYY-MM-DD.json`` (`recc.prices`); the newest
+    readable one wins. Cached per file, so a refresh applies at once and a test's own data folder too.
+    """
+    from recc.prices import refreshed_files
+
+    for path in reversed(refreshed_files()):
+        try:
+            return _load(str(path), path.stat().st_mtime)
+        except (OSError, ValueError, PlanError) as exc:  # a damaged refresh must not stop planning
+            import logging
+
+            logging.getLogger("recc.catalog").warning("ignoring the price file %s: %s", path, exc)
+    return _load(None, 0.0)
+
+
+@lru_cache(maxsize=4)
+def _load(path: str | None, mtime: float) -> Catalog:
     text = (resources.files("recc") / "data" / CATALOG_FILE).read_text(encoding="utf-8")
-    return Catalog.from_dict(json.loads(text))
+    doc = json.loads(text)
+    if path is not None:
+        from pathlib import Path
+
+        from recc.prices import overlay
+
+        refreshed = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(refreshed, dict) or not isinstance(refreshed.get("prices"), dict):
+            raise ValueError("no prices in it")
+        doc = overlay(doc, refreshed)
+    return Catalog.from_dict(doc)

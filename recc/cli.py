@@ -145,6 +145,10 @@ def cmd_extend(args: argparse.Namespace) -> int:
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
+    if getattr(args, "exact", False):
+        from recc.cli_ops import cost_exact
+
+        return cost_exact(args)
     rows = _daemon().costs(args.by)
     if args.json:
         _print_json(rows)
@@ -207,15 +211,6 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_harvest(args: argparse.Namespace) -> int:
-    # The harvester needs the providers, which live in the daemon's package; recc never imports reccd.
-    import subprocess
-
-    argv = [sys.executable, "-m", "reccd.harvester"] + (["--dry-run"] if args.dry_run else []) + (
-        ["--json"] if args.json else [])
-    return subprocess.call(argv)
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from recc.demo import main as demo
 
@@ -225,6 +220,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_daemon(args: argparse.Namespace) -> int:
     from recc.daemon_client import DaemonClient
 
+    if args.action in ("install", "uninstall"):
+        from recc.install import run
+
+        return run(args.action, args.dry_run, args.target)
     client = DaemonClient()
     if args.action == "start":
         if client.is_alive():
@@ -272,6 +271,8 @@ def _add_size_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from recc import cli_ops
+
     parser = argparse.ArgumentParser(prog="recc", description="Ephemeral, cost-visible Dask clusters.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -313,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("cost", cmd_cost, "accrued costs")
     p.add_argument("--by", choices=["cluster", "user", "job", "day"], default="cluster")
     p.add_argument("--json", action="store_true")
+    cli_ops.add_cost_options(p)
 
     p = command("scale", cmd_scale, "scale a cluster to N workers")
     p.add_argument("name")
@@ -328,10 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
 
-    p = command("harvest", cmd_harvest,
-                "delete idle or orphaned clusters no daemon looks after (the daemon's own rules)")
-    p.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
-    p.add_argument("--json", action="store_true")
+    cli_ops.register(command)  # harvest (and the reaper), orphans, budgets, prices, kubeconfig, eks-token
 
     from recc.datasync import add_sync_arguments, cmd_sync
 
@@ -342,9 +341,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--dates", type=int, default=20, help="number of business days to process")
 
-    p = command("daemon", cmd_daemon, "start, stop or inspect the per-user daemon")
-    p.add_argument("action", choices=["start", "stop", "status"])
+    p = command("daemon", cmd_daemon, "start, stop or inspect the per-user daemon; install or remove its autostart")
+    p.add_argument("action", choices=["start", "stop", "status", "install", "uninstall"])
     p.add_argument("--json", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="install/uninstall: print what would be written and run")
+    p.add_argument("--for", dest="target", choices=["linux", "windows"],
+                   help="install/uninstall: the platform's registration to use (default: this one)")
+
+    from recc.cli_auth import add_commands as add_auth_commands
+    from recc.doctor import add_commands as add_doctor_command
+
+    add_auth_commands(command)
+    add_doctor_command(command)
     return parser
 
 

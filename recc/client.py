@@ -38,6 +38,9 @@ class RSHClient(Client):
                  processes: bool | None = None, asynchronous: bool = False, env: dict[str, str] | None = None,
                  source_paths: list[str] | None = None, **kwargs: Any) -> None:
         self._recc_owned: RECCCluster | None = None
+        from recc.awscreds import use_daemon_credentials
+
+        use_daemon_credentials()  # boto3 / s3fs in this process get the daemon's short-lived credentials
         if isinstance(address, str) and "://" not in address:
             address = self._recc_owned = RECCCluster.from_name(address, asynchronous=asynchronous)
         elif address is None and not dask.config.get("scheduler-address", None) and cluster_target():

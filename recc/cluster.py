@@ -88,6 +88,12 @@ class RECCCluster(Cluster):
             job = os.environ.get("RECC_JOB_ID")
             if job and spec.job_id is None:  # a scheduled job's clusters carry its id (cost tags, cleanup)
                 spec = spec.replace(job_id=job, tags={**spec.tags, "job": job})
+            if spec.provider == "eks" and spec.context is None:
+                # The caller's context (RECC_CONTEXT, else the job context in a job), not the
+                # daemon's: one daemon serves scripts of several contexts.
+                from recc.datastore import current_context
+
+                spec = spec.replace(context=current_context())
             self.spec = spec
             self.capacity_plan = make_plan(self.spec)
         self.shutdown_on_close = (not _attach) if shutdown_on_close is None else shutdown_on_close
@@ -172,7 +178,9 @@ class RECCCluster(Cluster):
                                     hint="see `recc logs` or the daemon log")
             if time.monotonic() > deadline:
                 raise ProviderError(f"cluster {name} was not running after {CREATE_TIMEOUT:.0f}s ({status})")
-            await asyncio.sleep(0.2)
+            # A short poll: a local cluster is running about a second after the request, so a
+            # 0.2 s poll added a tenth of create-to-first-result; each poll is one small request.
+            await asyncio.sleep(0.05)
         if not self.quiet and sys.stderr.isatty():
             print(file=sys.stderr)
 

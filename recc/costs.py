@@ -112,6 +112,7 @@ class Budget:
     name: str
     monthly_limit: float
     thresholds: tuple[int, ...] = DEFAULT_THRESHOLDS
+    emails: tuple[str, ...] = ()  # AWS Budgets' email subscribers (`recc budgets apply`)
 
     def __post_init__(self) -> None:
         if self.scope not in SCOPES:
@@ -142,13 +143,24 @@ class Budget:
                 f"${self.monthly_limit:,.2f} monthly budget for {who}")
 
 
-def _entry(where: str, value: Any, scope: str, name: str) -> Budget:
+def _emails(where: str, value: Any) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(e, str) and "@" in e for e in items):
+        raise SpecError(f"{where} must be an email address or a list of them, got {value!r}",
+                        hint="e.g. email: [research-leads@example.com]")
+    return tuple(items)
+
+
+def _entry(where: str, value: Any, scope: str, name: str, emails: tuple[str, ...] = ()) -> Budget:
     if not isinstance(value, Mapping):
         raise SpecError(f"{where} must be a mapping like {{monthly: 500}}, got {value!r}")
-    unknown = sorted(str(k) for k in value if k not in ("monthly", "thresholds"))
+    unknown = sorted(str(k) for k in value if k not in ("monthly", "thresholds", "email"))
     if unknown:
         # A misspelt key would silently drop a budget: exactly the surprise bill to avoid.
-        raise SpecError(f"{where} has unknown key(s): {', '.join(unknown)}", hint="known keys: monthly, thresholds")
+        raise SpecError(f"{where} has unknown key(s): {', '.join(unknown)}",
+                        hint="known keys: monthly, thresholds, email")
+    if "email" in value:
+        emails = _emails(f"{where}.email", value["email"])
     if "monthly" not in value:
         raise SpecError(f"{where} needs 'monthly' (dollars per month)", hint=f"e.g. {where}.monthly: 500")
     monthly = value["monthly"]
@@ -158,7 +170,7 @@ def _entry(where: str, value: Any, scope: str, name: str) -> Budget:
     if not _is_percents(thresholds):
         raise SpecError(f"{where}.thresholds must be a list of positive whole percents, got {thresholds!r}",
                         hint="e.g. [50, 80, 100]")
-    return Budget(scope, name, float(monthly), tuple(thresholds))
+    return Budget(scope, name, float(monthly), tuple(thresholds), emails)
 
 
 def load_budgets(config: Mapping[str, Any], *, user: str = "user") -> list[Budget]:
@@ -181,12 +193,14 @@ def load_budgets(config: Mapping[str, Any], *, user: str = "user") -> list[Budge
         return []
     if not isinstance(section, Mapping):
         raise SpecError(f"budgets must be a mapping with user, namespaces and jobs, got {section!r}")
-    unknown = sorted(str(k) for k in section if k not in ("user", "namespaces", "jobs"))
+    unknown = sorted(str(k) for k in section if k not in ("user", "namespaces", "jobs", "email"))
     if unknown:
-        raise SpecError(f"budgets has unknown key(s): {', '.join(unknown)}", hint="known keys: user, namespaces, jobs")
+        raise SpecError(f"budgets has unknown key(s): {', '.join(unknown)}",
+                        hint="known keys: user, namespaces, jobs, email")
+    emails = _emails("budgets.email", section["email"]) if section.get("email") is not None else ()
     out: list[Budget] = []
     if section.get("user") is not None:
-        out.append(_entry("budgets.user", section["user"], "user", user))
+        out.append(_entry("budgets.user", section["user"], "user", user, emails))
     for key, scope in (("namespaces", "namespace"), ("jobs", "job")):
         group = section.get(key)
         if group is None:
@@ -197,6 +211,6 @@ def load_budgets(config: Mapping[str, Any], *, user: str = "user") -> list[Budge
         for name, value in group.items():
             if not isinstance(name, str) or not name:
                 raise SpecError(f"budgets.{key}: {scope} name {name!r} is not a non-empty string")
-            out.append(_entry(f"budgets.{key}.{name}", value, scope, name))
+            out.append(_entry(f"budgets.{key}.{name}", value, scope, name, emails))
     return out
 

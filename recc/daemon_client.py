@@ -231,6 +231,14 @@ class DaemonClient:
     def shutdown(self) -> None:
         self.request("POST", "/v1/shutdown")
 
+    def credentials(self, check: bool = True) -> dict[str, Any]:
+        """The daemon's AWS identity, session expiry and state (``check``: ask AWS if it has no session yet)."""
+        return self.request("GET", "/v1/credentials" + ("" if check else "?check=0"))
+
+    def reload_credentials(self) -> dict[str, Any]:
+        """Tell the daemon that `recc login` / `logout` changed the login: it forgets its sessions."""
+        return self.request("POST", "/v1/credentials/reload")
+
     def events(self, cluster: str | None = None, timeout: float | None = None) -> "EventStream":
         """Follow the daemon's event stream (one dict per event) until it ends or is closed."""
         conn = self._connection(timeout)

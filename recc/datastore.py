@@ -152,6 +152,48 @@ def datastore_config() -> dict[str, Any]:
             "write": _names(write, ENV_WRITE if os.environ.get(ENV_WRITE) else "datastores.write") if write else None}
 
 
+POD_CONTEXT_SUFFIX = "@eks"
+
+
+def pod_context(context: str) -> str:
+    """The datastore context of the pods of EKS context ``context``: ``<context>@eks``.
+
+    A desktop and its clusters' pods may share an EKS context yet reach the data differently (an NFS
+    mount here, EFS or S3 there), so the pods' roots have their own key, e.g.
+    ``FP_LOCAL: {adhoc: /mnt/nfs/fp, adhoc@eks: s3://research-fp/adhoc}``.
+    """
+    return f"{context}{POD_CONTEXT_SUFFIX}"
+
+
+def pod_datastore_env(context: str, settings: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """The environment that gives an EKS context's pods their datastores (the manifests put it on every pod).
+
+    ``RECC_CONTEXT=<context>@eks``, and ``RECC_DATASTORE_<NAME>`` for each store with a root for that
+    context (or an object-store ``default`` root: a local default is a desktop's path); the read and
+    write lists when every store they name has such a root. A worker that gets the client's settings
+    (`recc.plugins.DatastoreSetup`) picks the same roots by the same ``RECC_CONTEXT``.
+    """
+    cfg = load_user_config() if settings is None else settings
+    ctx = pod_context(context)
+    section = cfg.get("datastores") or {}
+    if not isinstance(section, dict):
+        raise SpecError(f"'datastores' in {config_path()} must be a mapping", hint="see docs/datastores.md")
+    env = {"RECC_CONTEXT": ctx}
+    for key, value in section.items():
+        if key in ("read", "write"):
+            continue
+        name = _check_name(key, "datastores")
+        roots = _entry(name, value, "datastores")["roots"]
+        root = roots.get(ctx) or (roots["default"] if not _is_local_root(roots.get("default", "/")) else None)
+        if root:
+            env[f"{ENV_ROOT}{name}"] = root
+    for key, var in (("read", ENV_READ), ("write", ENV_WRITE)):
+        names = _names(section[key], f"datastores.{key}") if section.get(key) else []
+        if names and all(f"{ENV_ROOT}{n}" in env for n in names):
+            env[var] = ",".join(names)
+    return env
+
+
 _applied: dict[str, Any] | None = None
 
 
@@ -231,6 +273,7 @@ def filesystem(protocol: str, options: Mapping[str, Any] | None = None) -> Any:
     opts = dict(options or {})
     if protocol in ("s3", "s3a"):
         opts.setdefault("use_listings_cache", False)
+        _daemon_credentials_once()
     key = (os.getpid(), protocol, json.dumps(opts, sort_keys=True, default=str),
            tuple(os.environ.get(k) for k in _AWS_ENV))
     with _fs_lock:
@@ -238,6 +281,18 @@ def filesystem(protocol: str, options: Mapping[str, Any] | None = None) -> Any:
         if fs is None:
             fs = _fs_cache[key] = fsspec.filesystem(protocol, skip_instance_cache=True, **opts)
     return fs
+
+
+_credentials_tried: set[int] = set()
+
+
+def _daemon_credentials_once() -> None:
+    """Without credentials of its own, this process gets the daemon's (recc.awscreds); decided once per process."""
+    if os.getpid() not in _credentials_tried:
+        _credentials_tried.add(os.getpid())
+        from recc.awscreds import use_daemon_credentials
+
+        use_daemon_credentials()
 
 
 def clean_path(path: str, allow_empty: bool = False) -> str:

@@ -177,3 +177,32 @@ def decide(facts: IdleFacts, *, idle_timeout: float | None, no_client_timeout: f
         return Decision("warn", f"{what} ({setting}): harvest in {format_duration(left)} unless extended",
                         clock, deadline, left)
     return Decision("keep", f"{what} ({setting}): harvest in {format_duration(left)}", clock, deadline, left)
+
+
+# --- the heartbeat Lease (the in-cluster reaper) -------------------------------------------
+
+
+def lease_decision(renew_time: float | None, duration: float | None, created_at: float, *, now: float,
+                   grace: float) -> Decision | None:
+    """Harvest a cluster whose daemon stopped renewing its heartbeat Lease; None while it is fresh.
+
+    ``renew_time`` and ``duration`` come from the Lease (None when there is none); a cluster with
+    no Lease gets ``grace`` seconds from ``created_at`` (its namespace's creation), because its
+    daemon writes the first Lease only once the namespace exists. A Lease is fresh until
+    ``renew_time + duration``, exactly as Kubernetes leader election reads it.
+    """
+    if renew_time is None or duration is None:
+        age = now - created_at
+        if age < grace:
+            return Decision("keep", f"no heartbeat Lease yet; made {format_duration(max(0.0, age))} ago "
+                                    f"(grace {format_duration(grace)})", "lease", created_at + grace,
+                            created_at + grace - now)
+        return Decision("harvest", f"no heartbeat Lease {format_duration(age)} after it was made "
+                                   f"(grace {format_duration(grace)}): no daemon looks after it", "lease",
+                        created_at + grace, 0.0)
+    deadline = renew_time + duration
+    if now >= deadline:
+        return Decision("harvest", f"heartbeat Lease expired {format_duration(now - deadline)} ago (last renewed "
+                                   f"{format_duration(now - renew_time)} ago, ttl {format_duration(duration)}): "
+                                   "its daemon is gone", "lease", deadline, 0.0)
+    return None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import yaml
 
@@ -28,6 +28,10 @@ ROLE = "recc-user"
 QUOTA = "recc-quota"
 NETWORK_POLICY = "recc-ingress"
 HEARTBEAT_LEASE = "recc-heartbeat"
+# On the namespace: what the in-cluster reaper needs to judge the cluster without the daemon's state
+# (the owner as given, and the harvest timeouts), as JSON. On the Lease: the user's "extend" (epoch s).
+HARVEST_ANNOTATION = "recc.dev/harvest"
+EXTENDED_ANNOTATION = "recc.dev/extended-until"
 
 SCHEDULER_PORT = 8786
 DASHBOARD_PORT = 8787
@@ -95,6 +99,8 @@ class Options:
     efs_server: str | None = None  # source paths are mounted from this EFS/NFS server when set
     worker_death_timeout: float = 120.0
     extra_labels: dict[str, str] = field(default_factory=dict)
+    # the pods' datastore context and roots (recc.datastore.pod_datastore_env); the spec's env wins
+    pod_env: Mapping[str, str] = field(default_factory=dict)
 
 
 def labels(names: Names, component: str | None = None) -> dict[str, str]:
@@ -135,9 +141,20 @@ def memory_quantity(nbytes: int) -> str:
 # ------------------------------------------------------------------------------- objects
 
 
-def namespace(names: Names, options: Options = Options()) -> dict[str, Any]:
-    meta = {"name": names.namespace, "labels": {**labels(names), **options.extra_labels}}
+def namespace(names: Names, options: Options = Options(), spec: ClusterSpec | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": names.namespace, "labels": {**labels(names), **options.extra_labels}}
+    if spec is not None:
+        meta["annotations"] = {HARVEST_ANNOTATION: harvest_annotation(spec, names)}
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
+
+
+def harvest_annotation(spec: ClusterSpec, names: Names) -> str:
+    """The owner and the harvest settings of a cluster, as the reaper reads them (compact JSON)."""
+    import json
+
+    return json.dumps({"user": names.user, "cluster": names.cluster, "idle_timeout": spec.idle_timeout,
+                       "no_client_timeout": spec.no_client_timeout, "harvest_warning": spec.harvest_warning,
+                       "heartbeat_ttl": spec.heartbeat_ttl}, separators=(",", ":"), sort_keys=True)
 
 
 def resource_quota(spec: ClusterSpec, names: Names) -> dict[str, Any]:
@@ -167,7 +184,9 @@ def network_policy(names: Names, options: Options = Options()) -> dict[str, Any]
 
 
 def service_account(names: Names, options: Options = Options()) -> dict[str, Any]:
-    annotations = ({"eks.amazonaws.com/role-arn": options.data_access_role_arn}
+    # IRSA: the webhook gives the pods this role (EKS Pod Identity needs no annotation, an association)
+    annotations = ({"eks.amazonaws.com/role-arn": options.data_access_role_arn,
+                    "eks.amazonaws.com/sts-regional-endpoints": "true"}
                    if options.data_access_role_arn else None)
     return {"apiVersion": "v1", "kind": "ServiceAccount",
             "metadata": _meta(SERVICE_ACCOUNT, names, annotations=annotations),
@@ -233,8 +252,10 @@ def _volumes(spec: ClusterSpec, options: Options) -> tuple[list[dict], list[dict
     return volumes, mounts, pythonpath
 
 
-def _env(spec: ClusterSpec, pythonpath: list[str], extra: dict[str, str]) -> list[dict[str, Any]]:
-    env = {**spec.env, "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True", "PYTHONUNBUFFERED": "1", **extra}
+def _env(spec: ClusterSpec, pythonpath: list[str], extra: dict[str, str],
+         pod_env: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    env = {**(pod_env or {}), **spec.env, "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+           "PYTHONUNBUFFERED": "1", **extra}
     if pythonpath:
         env["PYTHONPATH"] = ":".join(pythonpath + ([spec.env["PYTHONPATH"]] if "PYTHONPATH" in spec.env else []))
     return [{"name": k, "value": v} for k, v in env.items()]
@@ -272,13 +293,22 @@ def scheduler_deployment(spec: ClusterSpec, names: Names, options: Options = Opt
         "command": ["python", "-m", "distributed.cli.dask_scheduler", "--protocol", "tls",
                     "--port", str(SCHEDULER_PORT), "--dashboard-address", f":{DASHBOARD_PORT}",
                     *_tls_args("scheduler"), "--preload", "recc.deadman"],
-        "env": _env(spec, pythonpath, {"RECC_HEARTBEAT_TTL": repr(float(spec.heartbeat_ttl))}),
+        "env": _env(spec, pythonpath, {"RECC_HEARTBEAT_TTL": repr(float(spec.heartbeat_ttl))}, options.pod_env),
         "ports": [{"name": "tls", "containerPort": SCHEDULER_PORT, "protocol": "TCP"},
                   {"name": "dashboard", "containerPort": DASHBOARD_PORT, "protocol": "TCP"}],
         "resources": {"requests": dict(resources), "limits": dict(resources)},
         "volumeMounts": mounts,
     }
-    return _deployment(names, "scheduler", SCHEDULER, 1, container, volumes)
+    return _patched(_deployment(names, "scheduler", SCHEDULER, 1, container, volumes), spec, "scheduler")
+
+
+def _patched(deployment: dict[str, Any], spec: ClusterSpec, main: str) -> dict[str, Any]:
+    """The spec's ``pod_patch`` (expert access, `recc.podpatch`) merged into the pod template."""
+    if spec.pod_patch:
+        from recc.podpatch import apply_pod_patch
+
+        deployment["spec"]["template"] = apply_pod_patch(deployment["spec"]["template"], spec.pod_patch, main)
+    return deployment
 
 
 def scheduler_address(names: Names) -> str:
@@ -299,16 +329,17 @@ def worker_deployment(spec: ClusterSpec, names: Names, options: Options = Option
     env = [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
     container = {
         "name": "worker", "image": spec.image, "command": command,
-        "env": env + _env(spec, pythonpath, {}),
+        "env": env + _env(spec, pythonpath, {}, options.pod_env),
         "resources": {"requests": dict(resources), "limits": dict(resources)},
         "volumeMounts": mounts,
     }
-    return _deployment(names, "worker", WORKER, spec.n_workers, container, volumes)
+    return _patched(_deployment(names, "worker", WORKER, spec.n_workers, container, volumes), spec, "worker")
 
 
 def scheduler_service(names: Names, options: Options = Options()) -> dict[str, Any]:
-    """8786 (TLS, passed through) and 8787; a LoadBalancer (internal) only for the loadbalancer route."""
-    lb = options.route == "loadbalancer"
+    """8786 (TLS, passed through) and 8787; an internal LoadBalancer for the loadbalancer and auto routes
+    (auto uses it when the desktop can reach it, else a port-forward)."""
+    lb = options.route in ("loadbalancer", "auto")
     annotations = {
         "service.beta.kubernetes.io/aws-load-balancer-internal": "true",
         "service.beta.kubernetes.io/aws-load-balancer-scheme": "internal",
@@ -338,7 +369,7 @@ def heartbeat_lease(names: Names, holder: str, ttl: float, now_micro: str) -> di
 
 def policy_objects(spec: ClusterSpec, names: Names, options: Options = Options()) -> list[dict[str, Any]]:
     """The namespace and what governs it (step 1 of create)."""
-    return [namespace(names, options), resource_quota(spec, names), network_policy(names, options),
+    return [namespace(names, options, spec), resource_quota(spec, names), network_policy(names, options),
             service_account(names, options), role(names), role_binding(names, options)]
 
 

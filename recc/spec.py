@@ -103,6 +103,10 @@ class ClusterSpec:
     harvest_warning: float = 2 * 60.0
     persist: bool = False
     job_id: str | None = None
+    # eks only: the context (docs/eks.md) the cluster is made in; None = the daemon's current one
+    context: str | None = None
+    # eks only: extra pod-template fields for the scheduler and workers (recc.podpatch; docs/eks-operations.md)
+    pod_patch: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Normalise in place (frozen: object.__setattr__) so every spec that exists is valid.
@@ -142,6 +146,12 @@ class ClusterSpec:
             raise SpecError(f"persist must be true or false, got {self.persist!r}")
         if self.job_id is not None and not isinstance(self.job_id, str):
             raise SpecError(f"job_id must be a string, got {self.job_id!r}")
+        if self.context is not None and (not isinstance(self.context, str) or not self.context.strip()):
+            raise SpecError(f"context must be the name of a context, got {self.context!r}",
+                            hint="contexts are configured under contexts: in config.yaml (docs/eks.md)")
+        from recc.podpatch import validate_pod_patch
+
+        put("pod_patch", validate_pod_patch(self.pod_patch))
         put("resources", {str(k): float(v) for k, v in dict(self.resources).items()})
         put("env", {str(k): str(v) for k, v in dict(self.env).items()})
         put("tags", {str(k): str(v) for k, v in dict(self.tags).items()})

@@ -37,16 +37,18 @@ async def cluster_cost(state: State, cid: str, now: float | None = None) -> floa
 
 async def accrued_all(state: State, now: float | None = None) -> dict[str, float]:
     """Dollars accrued so far by every cluster with samples, by cluster id."""
-    now = now or time.time()
-    return {cid: _cost(samples, samples[0][0], now) for cid, samples in (await state.samples()).items() if samples}
+    by_cluster = await state.samples()
+    now = now or time.time()  # after the read: a sample recorded meanwhile must not lie after `now`
+    return {cid: _cost(samples, samples[0][0], now) for cid, samples in by_cluster.items() if samples}
 
 
 async def report(state: State, by: str, now: float | None = None) -> list[dict[str, Any]]:
     """Accrued dollars per cluster, user, job or day (all history)."""
-    now = now or time.time()
     rows = {r["id"]: r for r in await state.list(include_gone=True)}
+    by_cluster = await state.samples()
+    now = now or time.time()  # after the reads: a sample recorded meanwhile must not lie after `now`
     totals: dict[str, float] = {}
-    for cid, samples in (await state.samples()).items():
+    for cid, samples in by_cluster.items():
         row = rows.get(cid)
         if row is None or not samples:
             continue

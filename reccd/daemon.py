@@ -30,13 +30,19 @@ from recc.paths import (check_socket_path, daemon_log_path, data_dir, ensure_pri
                         socket_path, write_private_file)
 from recc.config import load_user_config
 from reccd.accounting import BudgetWatch
+from reccd.credentials import DaemonCredentials, detach_own_endpoint
+from reccd.credserver import CredentialsEndpoint, credential_routes, refresh_loop
+from reccd.providers import PROVIDER_ARGS
 from reccd.events import EventBus
 from reccd.keepalive import KeepAlive
 from reccd.manager import ClusterManager
 from reccd.reconcile import reconcile
-from reccd.server import make_app
+from reccd.server import RUNNER_LIMITS, make_app
 from reccd.state import State
 
+# Warm interpreters the local provider keeps, so a local cluster starts without import time
+# (``reccd.providers.spares``); each is an idle Python with distributed imported (~60-100 MB).
+LOCAL_SPARES = int(os.environ.get("RECC_LOCAL_SPARES", "2"))
 log = logging.getLogger("reccd")
 
 SHUTDOWN_TIMEOUT = float(os.environ.get("RECC_SHUTDOWN_TIMEOUT", "10"))
@@ -145,8 +151,18 @@ async def serve(job_parent: int | None = None) -> None:
                 "log": str(log_path), "job": os.environ.get("RECC_JOB_ID") if job_parent else None}
         tcp = os.environ.get("RECC_TRANSPORT", "unix" if hasattr(socket, "AF_UNIX") else "tcp") == "tcp"
         token = secrets.token_urlsafe(32) if tcp else None
+        loop = asyncio.get_running_loop()
+        # AWS credentials (docs/credentials.md): events come from worker threads, so hop to the loop
+        detach_own_endpoint(runtime)
+        creds = DaemonCredentials(lambda kind, **fields: loop.call_soon_threadsafe(
+            lambda: bus.publish(kind, **fields)))
+        PROVIDER_ARGS["eks"] = creds.eks_provider_args
+        aws_endpoint = CredentialsEndpoint(creds, runtime, data)
+        await aws_endpoint.start()
+        info["aws_credentials"] = aws_endpoint.info()
         app = make_app(manager, bus, info, stop.set, str(log_path), token=token)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+        app.add_routes(credential_routes(creds, aws_endpoint))
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0, **RUNNER_LIMITS)
         await runner.setup()
         if tcp:
             # No AF_UNIX (Windows) or asked for: loopback TCP, and a token only the user can read.
@@ -162,7 +178,6 @@ async def serve(job_parent: int | None = None) -> None:
             finally:
                 os.umask(old_umask)
             os.chmod(sock, 0o600)
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", signal.SIGTERM)):
             with suppress(NotImplementedError, AttributeError):
                 loop.add_signal_handler(sig, stop.set)
@@ -176,9 +191,15 @@ async def serve(job_parent: int | None = None) -> None:
 
             run_hidden_window(EndSessionHandler(at_logout, timeout=SHUTDOWN_TIMEOUT))
         await reconcile(manager)
+        if not job_parent:  # a job daemon lives for one job: its first cluster would not find spares ready
+            local = manager.provider("local")
+            keep = getattr(local, "keep_spares", None)
+            if keep is not None:
+                keep(LOCAL_SPARES)
         keepalive = KeepAlive(manager)
         keepalive.start()
-        background = [asyncio.create_task(watch_budgets(BudgetWatch(state, bus.publish, manager.owner, config)))]
+        background = [asyncio.create_task(watch_budgets(BudgetWatch(state, bus.publish, manager.owner, config))),
+                      asyncio.create_task(refresh_loop(creds))]
         if job_parent:
             background.append(asyncio.create_task(watch_parent(job_parent, stop)))
         write_private_file(runtime / "reccd.json", json.dumps(info))
@@ -192,10 +213,12 @@ async def serve(job_parent: int | None = None) -> None:
         # a job daemon's clusters belong to the job: none survive it
         await manager.shutdown(SHUTDOWN_TIMEOUT, logout=not job_parent)
         await runner.cleanup()
+        await aws_endpoint.stop()
+        creds.forget()  # short-lived sessions never outlive the daemon
         await state.close()
         stopped.set()
     finally:
-        for leftover in ("reccd.json", "reccd.token"):
+        for leftover in ("reccd.json", "reccd.token", "aws-credentials.token"):
             with suppress(FileNotFoundError):
                 (runtime / leftover).unlink()
         with suppress(FileNotFoundError):

@@ -225,10 +225,21 @@ def main(argv: list[str] | None = None) -> int:
         description="Delete idle or orphaned clusters that no daemon looks after, by the daemon's own rules.")
     parser.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_eks_arguments(parser)
     args = parser.parse_args(argv)
 
     def run() -> int:
-        results = asyncio.run(harvest(args.dry_run))
+        if args.print_cronjob:
+            print(cronjob_yaml(args), end="")
+            return 0
+        if args.provider == "eks":
+            from reccd.contexts import load_context
+            from reccd.reaper import reap
+
+            results = asyncio.run(reap(load_context(args.context), dry_run=args.dry_run, grace=args.grace,
+                                       workdir=data_dir() / "reaper"))
+        else:
+            results = asyncio.run(harvest(args.dry_run))
         print(json.dumps(results, indent=2) if args.json else table(results, args.dry_run))
         failed = [r for r in results if r["error"]]
         for r in failed:
@@ -236,6 +247,39 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if failed else 0
 
     return run_for_a_person(run)
+
+
+def add_eks_arguments(parser: argparse.ArgumentParser) -> None:
+    """The reaper's options (``--provider eks``) and ``--print-cronjob``'s."""
+    parser.add_argument("--provider", choices=["local", "eks"], default="local",
+                        help="eks: judge every RECC namespace of the context's EKS cluster by its heartbeat "
+                             "Lease and idle facts (the in-cluster reaper); local (default): this user's daemons")
+    parser.add_argument("--context", help="the EKS context (default: RECC_CONTEXT, else adhoc)")
+    parser.add_argument("--grace", type=float, default=15 * 60.0,
+                        help="seconds a RECC namespace may live without a heartbeat Lease (default 900)")
+    parser.add_argument("--print-cronjob", action="store_true",
+                        help="print the reaper's Namespace, ServiceAccount, ConfigMap and CronJob as YAML")
+    parser.add_argument("--image", help="--print-cronjob: an image with recc installed")
+    parser.add_argument("--role-arn", help="--print-cronjob: the reaper's role (IRSA annotation); "
+                                           "without it, an EKS Pod Identity association is expected")
+    parser.add_argument("--schedule", default="*/5 * * * *", help="--print-cronjob: cron schedule")
+
+
+def cronjob_yaml(args: argparse.Namespace) -> str:
+    """``--print-cronjob``: the reaper's objects for the chosen context."""
+    from recc.config import load_user_config
+    from recc.errors import SpecError
+    from recc.reaper_manifests import ReaperOptions, reaper_yaml
+    from reccd.contexts import load_context
+
+    context = load_context(args.context)
+    if not args.image:
+        raise SpecError("--print-cronjob needs --image: an image with recc installed",
+                        hint="e.g. --image 111122223333.dkr.ecr.us-east-1.amazonaws.com/recc:0.1.0")
+    settings = dict((load_user_config().get("contexts") or {}).get(context.name) or {})
+    opts = ReaperOptions(context=context.name, context_settings=settings, image=args.image,
+                         role_arn=args.role_arn, schedule=args.schedule)
+    return reaper_yaml(opts, context.eks_cluster)
 
 
 if __name__ == "__main__":

@@ -63,12 +63,12 @@ class KeepAlive:
         now = time.time()
         jobs = []
         for row in creating:
-            spec = ClusterSpec.from_dict(row["spec"]) if row["spec"] else ClusterSpec()
+            spec = self.manager.spec_of(row)[0]  # parsed once per row version, not every tick
             if row["id"] not in self._busy and now - self._last_beat.get(row["id"], 0) >= self._interval(spec):
                 self._busy.add(row["id"])
                 jobs.append(self._renew(row, spec))
         for row in rows:
-            spec = ClusterSpec.from_dict(row["spec"]) if row["spec"] else ClusterSpec()
+            spec = self.manager.spec_of(row)[0]  # parsed once per row version, not every tick
             if row["id"] not in self._busy and now - self._last_beat.get(row["id"], 0) >= self._interval(spec):
                 self._busy.add(row["id"])
                 jobs.append(self._beat(row, spec))
@@ -85,7 +85,7 @@ class KeepAlive:
     async def _renew(self, row: dict[str, Any], spec: ClusterSpec) -> None:
         """Heartbeat a cluster under construction; before its scheduler answers there is nothing to renew."""
         try:
-            await self.manager.provider(row["provider"]).heartbeat(row["name"], row["checkpoint"], spec.heartbeat_ttl)
+            await self.manager.provider_for(row).heartbeat(row["name"], row["checkpoint"], spec.heartbeat_ttl)
             self._last_beat[row["id"]] = time.time()
         except RECCError:
             pass
@@ -95,7 +95,7 @@ class KeepAlive:
     async def _beat(self, row: dict[str, Any], spec: ClusterSpec) -> None:
         cid = row["id"]
         try:
-            provider = self.manager.provider(row["provider"])
+            provider = self.manager.provider_for(row)
             try:
                 facts = await provider.heartbeat(row["name"], row["checkpoint"] or {}, spec.heartbeat_ttl)
             except RECCError as exc:
@@ -135,11 +135,11 @@ class KeepAlive:
             log.warning("harvesting %s: %s", row["name"], exc.message)
 
     async def _observe(self, rows: list[dict[str, Any]]) -> None:
-        by_provider: dict[str, list[dict[str, Any]]] = {}
+        by_provider: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
         for r in rows:
-            by_provider.setdefault(r["provider"], []).append(r)
-        for pname, group in by_provider.items():
-            statuses = await self.manager.provider(pname).status([r["name"] for r in group],
+            by_provider.setdefault(self.manager.provider_key(r), []).append(r)
+        for key, group in by_provider.items():
+            statuses = await self.manager.provider(*key).status([r["name"] for r in group],
                                                                  [r["checkpoint"] or {} for r in group])
             for r, st in zip(group, statuses):
                 before = self.manager.observed.get(r["id"])

@@ -57,7 +57,7 @@ OPENAPI: dict[str, Any] = {
         "/v1/clusters/{name}/extend": {"post": {
             "summary": "postpone the idle harvest by `minutes` (default 30)", "parameters": NAME,
             "requestBody": {"required": False, "content": {"application/json": {"schema": {
-                "type": "object", "properties": {"minutes": {"type": "number", "exclusiveMinimum": 0}}}}}},
+                "type": "object", "properties": {"minutes": {"type": "number", "minimum": 0, "exclusiveMinimum": True}}}}}},
             "responses": _ok(_ref("Cluster"))}},
         "/v1/costs": {"get": {
             "summary": "accrued dollars grouped by cluster, user, job or day",
@@ -77,6 +77,12 @@ OPENAPI: dict[str, Any] = {
             "responses": _ok({"type": "object"}, media="application/x-ndjson")}},
         "/v1/shutdown": {"post": {"summary": "delete the daemon's clusters and stop",
                                   "responses": _ok({"type": "object"}, "202")}},
+        "/v1/credentials": {"get": {
+            "summary": "AWS identity, session expiry and state (no secrets); check=0: do not call AWS",
+            "parameters": [{"name": "check", "in": "query", "schema": {"type": "string"}}],
+            "responses": _ok({"type": "object"})}},
+        "/v1/credentials/reload": {"post": {"summary": "re-read the login and forget every short-lived session",
+                                            "responses": _ok({"type": "object"})}},
     },
     "components": {"schemas": {
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {

@@ -41,17 +41,21 @@ class Spawned:
         return {"pid": self.pid, "pgid": self.pgid, "create_time": self.create_time}
 
 
-def spawn(argv: Sequence[str], *, env: Mapping[str, str], mark: str, log: Path, cwd: Path) -> Spawned:
+def spawn(argv: Sequence[str], *, env: Mapping[str, str], mark: str, log: Path, cwd: Path,
+          stdin_pipe: bool = False) -> Spawned:
     """Start ``argv`` in a new session (its own process group) with output appended to ``log``.
 
-    ``env`` is added to this process's environment, with ``RECC_PROC_MARK=mark``.
+    ``env`` is added to this process's environment, with ``RECC_PROC_MARK=mark``. With
+    ``stdin_pipe`` its stdin is a pipe from this process (``popen.stdin``), else /dev/null.
     """
-    full_env = {**os.environ, **env, MARK_VAR: mark}
+    full_env = {**os.environ, **env}
+    full_env.pop(MARK_VAR, None)
+    full_env[MARK_VAR] = mark  # last in the environment block: a warm spare rewrites it in place
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0), 0o600)
     try:
         popen = subprocess.Popen(
-            list(argv), env=full_env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=fd,
-            stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+            list(argv), env=full_env, cwd=cwd, stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
+            stdout=fd, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
         )
     finally:
         os.close(fd)

@@ -31,7 +31,7 @@ async def reconcile(manager: ClusterManager) -> None:
                 observed = await manager.observe_one(row, checkpoint)
                 if observed.alive:
                     if status == ClusterStatus.SCALING.value:
-                        checkpoint = await manager.provider(row["provider"]).scale(
+                        checkpoint = await manager.provider_for(row).scale(
                             row["name"], row["target_workers"], checkpoint)
                         row = await state.update(row["id"], checkpoint=checkpoint) or row
                     await manager.adopt(row, checkpoint)
@@ -44,8 +44,10 @@ async def reconcile(manager: ClusterManager) -> None:
         except Exception:  # noqa: BLE001 - one cluster's trouble must not stop the others' cleanup
             log.exception("reconciling %s failed", row["name"])
     known = {r["name"] for r in await state.list()}
-    for pname in sorted({"local"} | {r["provider"] for r in rows}):
-        provider = manager.provider(pname)
+    # every (provider, context) a row names: clusters of one EKS context never explain another's
+    for pname, context in sorted({("local", None)} | {manager.provider_key(r) for r in rows},
+                                 key=lambda k: (k[0], k[1] or "")):
+        provider = manager.provider(pname, context)
         for name in await provider.list_owned():
             if name not in known:
                 log.warning("removing processes of %s, which no live cluster explains", name)

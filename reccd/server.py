@@ -27,9 +27,41 @@ from reccd.openapi import OPENAPI
 
 log = logging.getLogger("reccd.server")
 
-MAX_BODY = 1 << 20
+# Request limits (docs/security.md). Head limits are aiohttp's parser limits, set here so they are ours:
+# a longer request line or header, or more headers, gets 400 and the connection is closed.
+MAX_BODY = 1 << 20  # bytes of request body; more is 413
+MAX_LINE = 8190  # bytes in the request line
+MAX_FIELD = 8190  # bytes in one header
+MAX_HEADERS = 128  # header lines per request
+# Seconds a connection may stay without a complete request head (idle keep-alive, or a slowloris
+# trickling its head); the timer starts when the connection opens and is not reset by partial data.
+IDLE_TIMEOUT = float(os.environ.get("RECC_HTTP_IDLE_TIMEOUT", "30"))
+BODY_TIMEOUT = float(os.environ.get("RECC_HTTP_BODY_TIMEOUT", "30"))  # seconds to receive a whole body
+LINGER = 2.0  # after an early answer (413, 408), seconds spent reading what the client still sends, then close
+# Keyword arguments for web.AppRunner: the parser limits and the idle timeout above.
+RUNNER_LIMITS: dict[str, Any] = {"max_line_size": MAX_LINE, "max_field_size": MAX_FIELD,
+                                 "max_headers": MAX_HEADERS, "keepalive_timeout": IDLE_TIMEOUT,
+                                 "lingering_time": LINGER}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class RequestTimeout(RECCError):
+    """A client that sends its request body too slowly (it holds a handler while it trickles)."""
+
+    code = "request-timeout"
+    http_status = 408
+
+
+class BodyTooLarge(RECCError):
+    """A request body over MAX_BODY, declared or sent."""
+
+    code = "body-too-large"
+    http_status = 413
+
+
+def _too_large() -> BodyTooLarge:
+    return BodyTooLarge(f"request body larger than {MAX_BODY} bytes", "send less; no API call needs a body this large")
 
 
 def error_response(exc: RECCError) -> web.Response:
@@ -52,6 +84,9 @@ def _refuse(status: int, code: str, message: str, hint: str | None = None) -> we
 def make_app(manager: ClusterManager, bus: EventBus, info: dict[str, Any],
              stop: Callable[[], None], log_path: str, token: str | None = None) -> web.Application:
     """The API. With ``token`` (the TCP transport) every request must carry ``Authorization: Bearer <token>``."""
+    # aiohttp logs each unparseable request (garbage, oversized heads) with a traceback; the client got
+    # its 400 and it is not the daemon's fault, and a hostile client must not be able to fill the log.
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -76,7 +111,7 @@ def make_app(manager: ClusterManager, bus: EventBus, info: dict[str, Any],
                 return _refuse(405, "method-not-allowed", f"{request.method} is not allowed on {request.path}",
                                "see /v1/openapi.json")
             if exc.status == 413:
-                return error_response(BadRequest(f"request body larger than {MAX_BODY} bytes"))
+                return error_response(_too_large())
             return _refuse(exc.status, "http-error", exc.reason)
         except asyncio.CancelledError:
             raise
@@ -87,7 +122,15 @@ def make_app(manager: ClusterManager, bus: EventBus, info: dict[str, Any],
     async def body(request: web.Request) -> dict[str, Any]:
         if not request.can_read_body:
             return {}
-        raw = await request.read()
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            raise _too_large()  # said up front: answer at once rather than wait for bytes never read
+        try:
+            raw = await asyncio.wait_for(request.read(), BODY_TIMEOUT)
+        except ConnectionError:  # the client went away mid-body: its fault, not an internal error
+            raise BadRequest("the connection closed before the whole body arrived") from None
+        except asyncio.TimeoutError:
+            raise RequestTimeout(f"the request body did not arrive within {BODY_TIMEOUT:g} s",
+                                 "send the whole body at once") from None
         try:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
@@ -109,7 +152,8 @@ def make_app(manager: ClusterManager, bus: EventBus, info: dict[str, Any],
     @routes.get("/v1/clusters")
     async def list_clusters(request: web.Request) -> web.Response:
         include_gone = request.query.get("all", "") in ("1", "true", "yes")
-        return web.json_response({"clusters": await manager.list(include_gone)})
+        # pre-encoded and shared by concurrent requests (manager.list_body): API latency under load
+        return web.Response(body=await manager.list_body(include_gone), content_type="application/json")
 
     @routes.post("/v1/clusters")
     async def create_cluster(request: web.Request) -> web.Response:

@@ -4,8 +4,9 @@
 client and scheduler, so it moves ciphertext and never parses the stream. The upstream is
 looked up for every new connection: a moved pod or load balancer is picked up while the local
 port, and every address and link handed out, stays the same. :class:`DashboardTunnel` adds a
-token gate, because anyone on the machine can connect to a localhost port. Both run on the
-daemon's one event loop, with protocols and transports (not streams) to keep per-chunk cost low.
+token gate, because anyone on the machine can connect to a localhost port. Connections to a
+plain TCP upstream are relayed in the kernel by ``reccd.relay.SpliceRelay`` where Linux allows;
+the rest by the asyncio relay (``reccd.relay.Conn``) on the daemon's event loop.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import time
 from typing import Any, Awaitable, Callable
 from urllib.parse import unquote_plus
 
+from reccd import relay
 from reccd.providers import Endpoint
+from reccd.relay import Conn as _Conn, tune as _tune
 
 log = logging.getLogger("reccd.tunnel")
 
@@ -30,148 +33,48 @@ log = logging.getLogger("reccd.tunnel")
 # display) and ``async def open_connection() -> socket.socket`` that makes the upstream socket.
 Resolver = Callable[[], Awaitable[Any]]
 
-READ_SIZE = 256 * 1024  # one recv_into per loop wake-up moves up to this much
-HEAD_READ = 16 * 1024  # before an upstream exists: idle or hostile connections stay cheap
-WRITE_HIGH = 1024 * 1024  # pause the source once this much waits for the destination
-# Probe well below load-balancer idle timeouts (AWS NLB: 350 s); a dead peer shows in ~40 s.
-# (TCP_KEEPALIVE is macOS's name for the idle time; each option is set where the OS has it.)
-KEEPALIVE = (("TCP_KEEPIDLE", 20), ("TCP_KEEPALIVE", 20), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 4))
-CLOSE_GRACE = 10.0  # a peer that will not take the last bytes is aborted after this
+
+async def _dial(host: str, port: int) -> socket.socket:
+    """A connected, non-blocking, tuned TCP socket to ``host:port`` (each resolved address in turn)."""
+    loop = asyncio.get_running_loop()
+    error: OSError | None = None
+    for family, kind, proto, _, address in await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        except BaseException:  # cancelled (timeout or shutdown): do not leak the socket
+            sock.close()
+            raise
+        _tune(sock)
+        return sock
+    raise error or OSError(f"no address for {host}")
 
 
-def _tune(transport: asyncio.BaseTransport) -> None:
-    """Keepalive and no-Nagle on one relayed socket (each option only where the OS has it)."""
-    sock = transport.get_extra_info("socket")
-    if sock is None:
-        return
-    options = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1), (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
-    options += [(socket.IPPROTO_TCP, getattr(socket, n), v) for n, v in KEEPALIVE if hasattr(socket, n)]
-    for level, option, value in options:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(level, option, value)
-
-
-class _Side(asyncio.BufferedProtocol):
-    """One socket of a relayed connection: whatever it reads is written to its peer."""
-
-    def __init__(self, conn: _Conn, upstream: bool) -> None:
-        self.conn, self.upstream = conn, upstream
-        self.transport: asyncio.Transport | None = None
-        self.peer: _Side | None = None  # set once both sockets exist
-        self.nbytes = 0
-        self._buf = memoryview(bytearray(0))
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        _tune(transport)
-        transport.set_write_buffer_limits(high=WRITE_HIGH)
-        self.conn.made(self)
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        size = READ_SIZE if self.peer is not None else HEAD_READ
-        if len(self._buf) < size:
-            self._buf = memoryview(bytearray(size))
-        return self._buf
-
-    def buffer_updated(self, nbytes: int) -> None:
-        # Copy: a transport may keep what it could not send yet, and this buffer is reused.
-        data = bytes(self._buf[:nbytes])
-        self.nbytes += nbytes
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.write(data)
-        else:
-            self.conn.tunnel._early(self.conn, data)
-
-    def eof_received(self) -> bool:
-        # No half-close: Dask's comms never use it, and a half-open pair would hide a dead peer.
-        self.conn.finish(self, None)
-        return False  # the transport closes itself
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.conn.finish(self, exc)
-        self.lost.set_result(None)
-        self.conn.tunnel._forget(self.conn)
-
-    def pause_writing(self) -> None:  # our outgoing buffer is full: stop reading its source
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.resume_reading()
-
-
-class _Conn:
-    """One accepted local connection and, once connected, its upstream connection."""
-
-    def __init__(self, tunnel: Tunnel) -> None:
-        self.tunnel = tunnel
-        self.local = _Side(self, upstream=False)
-        self.remote: _Side | None = None
-        self.pending = bytearray()  # read from the local side before the upstream exists
-        self.task: asyncio.Task[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
-        self.closed = False
-
-    def made(self, side: _Side) -> None:
-        assert side.transport is not None
-        if not side.upstream:
-            self.tunnel._conns.add(self)
-            self.tunnel.accepted += 1
-            self.tunnel._accepted(self)
-        elif self.closed:  # the local side went away while we were connecting
-            side.transport.abort()
-        else:  # relay both ways; what the local side sent early goes first
-            assert self.local.transport is not None
-            self.remote = side
-            if self.pending:
-                side.transport.write(bytes(self.pending))
-                self.pending.clear()
-            self.local.peer, side.peer = side, self.local
-            self.local.transport.resume_reading()
-
-    def finish(self, side: _Side, exc: Exception | None) -> None:
-        """One side ended (EOF or error): end the other at once so the client notices."""
-        if side is self.remote and exc is not None and not self.closed:
-            self.tunnel.last_error = f"upstream connection lost: {str(exc) or type(exc).__name__}"
-        self._stop()
-        other = self.remote if side is self.local else self.local
-        transport = other.transport if other is not None else None
-        if transport is None or transport.is_closing():
-            return
-        if exc is not None:
-            transport.abort()
-        else:
-            transport.close()  # flushes what the peer already sent us, then closes
-            if transport.get_write_buffer_size():
-                asyncio.get_running_loop().call_later(CLOSE_GRACE, transport.abort)
-
-    def _stop(self) -> None:
-        self.closed = True
-        for pending in (self.task, self.timer):
-            if pending is not None:
-                pending.cancel()
-
-    def abort(self) -> None:
-        """Drop both sides now (tunnel shutdown)."""
-        self._stop()
-        for side in (self.local, self.remote):
-            if side is not None and side.transport is not None:
-                side.transport.abort()
+class UpstreamUnavailable(Exception):
+    """Resolving or connecting the upstream failed (the tunnel's ``last_error`` says how)."""
 
 
 class Tunnel:
     """A 127.0.0.1 port relaying raw bytes to an upstream looked up for each connection.
 
-    ``state``: ``"down"`` before :meth:`start` and after a failed upstream attempt,
-    ``"connecting"`` while listening with the upstream not yet confirmed, ``"up"`` after a
-    successful upstream connect, ``"closed"`` after :meth:`close`. ``retries`` counts
+    ``state``: ``"down"`` before :meth:`start` and after a failed upstream attempt (it stays down
+    while retries fail), ``"connecting"`` while listening with the upstream not yet tried,
+    ``"up"`` after a successful upstream connect, ``"closed"`` after :meth:`close`. ``retries`` counts
     consecutive failed attempts; each delays the next one by a jittered exponential backoff.
+
+    When an upstream link ends first, the tunnel probes the upstream (re-resolving it, with the
+    same jittered backoff) until it answers, so an upstream that is gone for good shows as down even when no
+    client is trying. On Linux, connections to a plain TCP upstream are relayed by
+    :class:`reccd.relay.SpliceRelay` (kernel-side, off the event loop); the rest by the asyncio relay.
     """
 
     kind = "scheduler"
+    splice = True  # DashboardTunnel reads request heads itself, so it keeps the asyncio relay
 
     def __init__(self, resolve: Resolver, port: int = 0, *, host: str = "127.0.0.1",
                  connect_timeout: float = 10.0, backoff_base: float = 0.1, backoff_cap: float = 5.0) -> None:
@@ -186,16 +89,27 @@ class Tunnel:
         self.upstream: Endpoint | None = None  # the last endpoint resolved
         self._not_before = 0.0  # loop time before which no upstream attempt is made
         self._server: asyncio.AbstractServer | None = None
+        self._listener: socket.socket | None = None  # the splice path accepts itself
+        self._tasks: set[asyncio.Task[None]] = set()  # accept loop, upstream connects, the probe
+        self._waiting: set[socket.socket] = set()  # accepted, upstream not connected yet
         self._conns: set[_Conn] = set()
+        self._relays: set[relay.SpliceRelay] = set()
+        self._probe: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
         """Bind the local port (the given one, or any free one for 0) and return it."""
         if self.state == "closed":
             raise RuntimeError("a closed tunnel cannot be started again")
-        if self._server is None:
+        if self._server is None and self._listener is None:
             loop = asyncio.get_running_loop()
-            self._server = await loop.create_server(lambda: _Conn(self).local, self.host, self._want_port)
-            self.port = self._server.sockets[0].getsockname()[1]
+            if self.splice and relay.available():
+                self._listener = socket.create_server((self.host, self._want_port), backlog=128)
+                self._listener.setblocking(False)
+                self.port = self._listener.getsockname()[1]
+                self._spawn(self._accept_loop())
+            else:
+                self._server = await loop.create_server(lambda: _Conn(self).local, self.host, self._want_port)
+                self.port = self._server.sockets[0].getsockname()[1]
             self._set_state("connecting")
         return self.port
 
@@ -206,11 +120,22 @@ class Tunnel:
         self._set_state("closed")
         if self._server is not None:
             self._server.close()
-        conns = list(self._conns)
+        tasks = list(self._tasks) + [c.task for c in self._conns if c.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._listener is not None:
+            self._listener.close()
+        for sock in list(self._waiting):
+            sock.close()
+        self._waiting.clear()
+        conns, relays = list(self._conns), list(self._relays)
         lost = [s.lost for c in conns for s in (c.local, c.remote) if s is not None and not s.lost.done()]
+        lost += [r.done for r in relays]
         for conn in conns:
             conn.abort()
-        await asyncio.gather(*(c.task for c in conns if c.task is not None), return_exceptions=True)
+        for pair in relays:
+            pair.stop()
         if lost:  # return only once the sockets are really closed
             await asyncio.wait(lost, timeout=5)
         if self._server is not None:
@@ -219,7 +144,8 @@ class Tunnel:
     @property
     def connections(self) -> int:
         """Local connections currently open."""
-        return sum(1 for c in self._conns if not c.local.lost.done())
+        return (sum(1 for c in self._conns if not c.local.lost.done()) + len(self._waiting)
+                + sum(1 for r in self._relays if not r.done.done()))
 
     def info(self) -> dict[str, Any]:
         """JSON-able state for ``recc ls --json``, the TUI and the library (no secrets)."""
@@ -228,16 +154,87 @@ class Tunnel:
             "state": self.state, "state_since": self.state_since, "last_error": self.last_error,
             "retries": self.retries, "connections": self.connections, "accepted": self.accepted,
             "upstream": f"{self.upstream.host}:{self.upstream.port}" if self.upstream else None,
-            "bytes_up": self.bytes_up + sum(c.local.nbytes for c in self._conns),
-            "bytes_down": self.bytes_down + sum(c.remote.nbytes for c in self._conns if c.remote)}
+            "bytes_up": self.bytes_up + sum(c.local.nbytes for c in self._conns)
+            + sum(r.bytes_up for r in self._relays),
+            "bytes_down": self.bytes_down + sum(c.remote.nbytes for c in self._conns if c.remote)
+            + sum(r.bytes_down for r in self._relays)}
+
+    def relayed_sockets(self) -> list[socket.socket]:
+        """The open sockets of relayed connections, local and upstream (for diagnostics and tests)."""
+        socks = [s for r in self._relays for s in (r.local, r.upstream)]
+        socks += [s.transport.get_extra_info("socket") for c in self._conns for s in (c.local, c.remote)
+                  if s is not None and s.transport is not None]
+        return socks
 
     def _set_state(self, state: str) -> None:
         if self.state != state and self.state != "closed":
             self.state, self.state_since = state, time.time()
-            # An outage flips down/connecting on every retry: tell the log once, not each time.
+            # An outage retries again and again: tell the log once, not each time.
             quiet = state == "connecting" or (state == "down" and self.retries > 1)
             log.log(logging.DEBUG if quiet else logging.INFO, "%s tunnel on port %s is %s%s", self.kind,
                     self.port, state, f" ({self.last_error})" if state == "down" else "")
+
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _backoff(self) -> float:
+        # Jittered so that many clients reconnecting at once do not retry in lockstep.
+        return min(self.backoff_cap, self.backoff_base * 2 ** max(0, self.retries - 1)) * random.uniform(0.5, 1)
+
+    async def _open_upstream(self) -> tuple[Any, socket.socket]:
+        """Resolve and connect the upstream (after any backoff); state and retries follow the outcome."""
+        loop = asyncio.get_running_loop()
+        where = "resolving the upstream"
+        try:
+            if (delay := self._not_before - loop.time()) > 0:
+                await asyncio.sleep(delay)
+            endpoint = await asyncio.wait_for(self._resolve(), self.connect_timeout)
+            if endpoint is None:
+                raise ConnectionError("no upstream endpoint (yet)")
+            self.upstream, where = endpoint, f"{endpoint.host}:{endpoint.port}"
+            opener = getattr(endpoint, "open_connection", None)
+            # e.g. a Kubernetes port-forward: the resolver makes the socket
+            sock = await asyncio.wait_for(opener() if opener is not None else _dial(endpoint.host, endpoint.port),
+                                          self.connect_timeout)
+        except Exception as exc:  # noqa: BLE001 - any failure ends this one attempt only
+            self.retries += 1
+            self.last_error = f"{where}: {str(exc) or type(exc).__name__}"
+            self._not_before = loop.time() + self._backoff()
+            self._set_state("down")
+            raise UpstreamUnavailable(self.last_error) from exc
+        self.retries, self._not_before = 0, 0.0
+        self._set_state("up")
+        return endpoint, sock
+
+    def _upstream_lost(self, exc: BaseException | None) -> None:
+        """An upstream link ended before its local side: probe the upstream, re-resolving it.
+
+        The state is left alone until the probe answers: servers close links for good reasons too
+        (``Connection: close``, an idle comm), and a live upstream must not flicker to down.
+        """
+        if self.state == "closed":
+            return
+        if exc is not None:
+            self.last_error = f"upstream connection lost: {str(exc) or type(exc).__name__}"
+        if self._probe is None or self._probe.done():
+            self._probe = self._spawn(self._probe_upstream())
+
+    async def _probe_upstream(self) -> None:
+        """Try the upstream until it answers, so 'up' and 'down' stay true without client traffic."""
+        # Jittered, so that a scheduler restart does not meet every tunnel's probe at the same instant.
+        await asyncio.sleep(self.backoff_base * random.uniform(0.5, 1))
+        while self.state != "closed":
+            try:
+                _, sock = await self._open_upstream()  # waits out any backoff first
+            except UpstreamUnavailable:
+                continue
+            sock.close()
+            return
+
+    # -- the asyncio relay (DashboardTunnel, port-forward upstreams, platforms without splice) --
 
     def _accepted(self, conn: _Conn) -> None:
         """A local connection arrived: hold its bytes until the upstream is there."""
@@ -256,41 +253,61 @@ class Tunnel:
 
     async def _connect(self, conn: _Conn) -> None:
         """Connect this local connection's upstream; a failure closes only this connection."""
-        loop = asyncio.get_running_loop()
-        where = "resolving the upstream"
         try:
-            if (delay := self._not_before - loop.time()) > 0:
-                await asyncio.sleep(delay)
-            if self.state != "up":
-                self._set_state("connecting")
-            endpoint = await asyncio.wait_for(self._resolve(), self.connect_timeout)
-            if endpoint is None:
-                raise ConnectionError("no upstream endpoint (yet)")
-            self.upstream, where = endpoint, f"{endpoint.host}:{endpoint.port}"
-            opener = getattr(endpoint, "open_connection", None)
-            if opener is not None:  # e.g. a Kubernetes port-forward: the resolver makes the socket
-                sock = await asyncio.wait_for(opener(), self.connect_timeout)
-                try:
-                    await loop.create_connection(lambda: _Side(conn, upstream=True), sock=sock)
-                except BaseException:
-                    sock.close()
-                    raise
-            else:
-                await asyncio.wait_for(
-                    loop.create_connection(lambda: _Side(conn, upstream=True), endpoint.host, endpoint.port),
-                    self.connect_timeout)
-        except Exception as exc:  # noqa: BLE001 - any failure ends this one connection only
-            self.retries += 1
-            self.last_error = f"{where}: {str(exc) or type(exc).__name__}"
-            # Jittered so that many clients reconnecting at once do not retry in lockstep.
-            backoff = min(self.backoff_cap, self.backoff_base * 2 ** (self.retries - 1)) * random.uniform(0.5, 1)
-            self._not_before = loop.time() + backoff
-            self._set_state("down")
+            _, sock = await self._open_upstream()
+        except UpstreamUnavailable:
             assert conn.local.transport is not None
             conn.local.transport.close()
             return
-        self.retries, self._not_before = 0, 0.0
-        self._set_state("up")
+        await conn.attach(sock)
+
+    # -- the splice path: accept here, relay in the kernel where the upstream is a plain socket --
+
+    async def _accept_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._listener is not None
+        while True:
+            try:
+                sock, _ = await loop.sock_accept(self._listener)
+            except OSError as exc:  # e.g. out of file descriptors: keep listening, do not spin
+                log.warning("%s tunnel on port %s: accept failed: %s", self.kind, self.port, exc)
+                await asyncio.sleep(0.1)
+                continue
+            _tune(sock)
+            self.accepted += 1
+            self._waiting.add(sock)
+            self._spawn(self._serve(sock))
+
+    async def _serve(self, local: socket.socket) -> None:
+        """Connect the upstream of one accepted socket and start relaying it."""
+        loop = asyncio.get_running_loop()
+        try:
+            endpoint, upstream = await self._open_upstream()
+        except BaseException as exc:  # unavailable (this connection ends), or the tunnel closing
+            local.close()
+            if isinstance(exc, UpstreamUnavailable):
+                return
+            raise
+        finally:
+            self._waiting.discard(local)
+        if relay.spliceable(upstream) and getattr(endpoint, "open_connection", None) is None:
+            def done(upstream_first: bool, error: OSError | None) -> None:
+                self._relays.discard(pair)
+                self.bytes_up += pair.bytes_up
+                self.bytes_down += pair.bytes_down
+                if upstream_first:
+                    self._upstream_lost(error)
+
+            pair = relay.SpliceRelay(local, upstream, loop, done)
+            self._relays.add(pair)
+            pair.start()
+        else:  # an upstream socket made by someone else (a port-forward): the asyncio relay
+            conn = _Conn(self, upstream)
+            try:
+                await loop.connect_accepted_socket(lambda: conn.local, sock=local)
+            except Exception:  # noqa: BLE001 - ends this one connection only
+                local.close()
+                upstream.close()
 
 
 # -- the dashboard gate ----------------------------------------------------------------
@@ -322,6 +339,7 @@ class DashboardTunnel(Tunnel):
     """
 
     kind = "dashboard"
+    splice = False  # the head must be read and judged before anything is relayed
 
     def __init__(self, resolve: Resolver, port: int = 0, *, token: str | None = None,
                  max_head: int = 16 * 1024, head_timeout: float = 10.0, **kwargs: Any) -> None:

@@ -81,7 +81,8 @@ def test_network_policy_routes(names):
 def test_service_account_irsa(names):
     assert "annotations" not in M.service_account(names)["metadata"]
     sa = M.service_account(names, M.Options(data_access_role_arn="arn:aws:iam::1:role/data"))
-    assert sa["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/data"}
+    assert sa["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/data",
+                                             "eks.amazonaws.com/sts-regional-endpoints": "true"}
 
 
 def test_role_binding_names_the_group_in_the_namespace_only(names):
@@ -151,7 +152,7 @@ def test_service_types_by_route(names):
     svc = M.scheduler_service(names)
     assert svc["spec"]["type"] == "ClusterIP" and "annotations" not in svc["metadata"]
     assert [p["port"] for p in svc["spec"]["ports"]] == [8786, 8787]
-    assert M.scheduler_service(names, M.Options(route="auto"))["spec"]["type"] == "ClusterIP"
+    assert M.scheduler_service(names, M.Options(route="auto"))["spec"]["type"] == "LoadBalancer"
     lb = M.scheduler_service(names, M.Options(route="loadbalancer"))
     assert lb["spec"]["type"] == "LoadBalancer"
     assert lb["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-internal"] == "true"

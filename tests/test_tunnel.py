@@ -281,10 +281,9 @@ async def test_keepalive_and_nodelay_on_relayed_sockets() -> None:
         async with connect(tunnel.port) as (reader, writer):
             writer.write(b"?")
             await reader.readexactly(1)
-            sides = [s for c in tunnel._conns for s in (c.local, c.remote) if s is not None]
-            assert len(sides) == 2
-            for side in sides:
-                sock = side.transport.get_extra_info("socket")
+            socks = tunnel.relayed_sockets()
+            assert len(socks) == 2
+            for sock in socks:
                 assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
                 assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
                 if hasattr(socket, "TCP_KEEPIDLE"):
@@ -402,3 +401,50 @@ async def test_dashboard_garbage_and_silence_are_rejected_and_listener_stays_up(
         status, _, body = await http(tunnel.port, get("/status", f"Cookie: {tunnel.cookie_name}={tunnel.token}"))
         assert status == 200 and body.startswith(b"dashboard at /status")
         await eventually(lambda: tunnel.connections == 0)
+
+
+# -- upstream loss: probing, backoff, state ---------------------------------------------
+
+
+async def test_upstream_gone_shows_down_without_client_traffic_and_up_again_when_back() -> None:
+    first = Upstream(echo)
+    await first.start()
+    current = {"port": first.port}
+    resolved: list[float] = []
+
+    async def resolve() -> Endpoint:
+        resolved.append(asyncio.get_running_loop().time())
+        return Endpoint("127.0.0.1", current["port"])
+
+    async with tunnel_to(resolve) as tunnel:
+        async with connect(tunnel.port) as (reader, writer):
+            writer.write(b"hi")
+            assert await reader.readexactly(2) == b"hi"
+            await first.stop()  # the upstream goes away under an open connection
+            assert await read_to_end(reader, timeout=1) == b""  # closed at once
+        # Nobody connects any more: the tunnel's own probe finds the upstream gone.
+        await eventually(lambda: tunnel.state == "down", timeout=2)
+        assert "connection lost" in (tunnel.last_error or "") or f"127.0.0.1:{current['port']}" in tunnel.last_error
+        await eventually(lambda: tunnel.retries >= 4, timeout=3)
+        assert tunnel.state == "down" and tunnel.info()["state"] == "down"
+        # Re-resolved after a jittered exponential backoff: gaps grow, and are not all alike.
+        gaps = [b - a for a, b in zip(resolved[1:], resolved[2:])]
+        assert all(gap >= 0.02 * 0.5 * 0.9 for gap in gaps)
+        assert len({round(gap, 4) for gap in gaps}) > 1
+        async with serving(echo) as second:  # back, at another port: found without a client
+            current["port"] = second.port
+            await eventually(lambda: tunnel.state == "up", timeout=2)
+            assert tunnel.retries == 0 and tunnel.info()["upstream"] == f"127.0.0.1:{second.port}"
+
+
+async def test_upstream_closing_a_link_cleanly_keeps_the_tunnel_up() -> None:
+    async def one_reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(await reader.readexactly(2))  # then the server closes, as HTTP servers do
+
+    async with serving(one_reply) as up, tunnel_to(up.resolve) as tunnel:
+        for _ in range(3):
+            async with connect(tunnel.port) as (reader, writer):
+                writer.write(b"ok")
+                assert await read_to_end(reader) == b"ok"
+        await asyncio.sleep(0.3)  # the probe after each close found the upstream alive
+        assert tunnel.state == "up" and tunnel.retries == 0 and tunnel.last_error is None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, ClassVar, Protocol, Sequence
+from typing import Any, AsyncIterator, Callable, ClassVar, Protocol, Sequence
 
 from recc.errors import ProviderError
 from recc.spec import ClusterSpec
@@ -90,8 +90,16 @@ PROVIDERS: dict[str, str] = {
 }
 
 
+# Extra keyword arguments a provider gets from the process that hosts it, as a function of
+# the ones asked for: the daemon gives the eks provider its credentials' session factory
+# (reccd/credentials.py) without the manager knowing about credentials. Asked-for ones win.
+PROVIDER_ARGS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
 def load_provider(name: str, **kwargs: Any) -> Provider:
     """Instantiate a registered provider by name."""
+    if name in PROVIDER_ARGS:
+        kwargs = {**PROVIDER_ARGS[name](dict(kwargs)), **kwargs}
     target = PROVIDERS.get(name)
     if target is None:
         raise ProviderError(

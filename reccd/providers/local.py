@@ -42,11 +42,20 @@ from recc.harvest import IdleFacts
 from recc.spec import ClusterSpec, check_name
 from reccd import procs
 from reccd.providers import Checkpoint, ClusterTLS, Endpoint, Endpoints, ProviderStatus
+from reccd.providers.spares import SPARES_DIR, SparePool
 from reccd.tls import write_tls_files
 
 HOST = "127.0.0.1"
 LOG_TAIL = 15
 DEADMAN = "recc.deadman"  # the scheduler preload (dead-man switch and idle facts)
+# Readiness polls: reading scheduler.json is a stat and a small read, asking the scheduler one
+# message on an open connection; both are cheap next to the ~1 s a cluster takes to start.
+POLL = 0.02
+# The environment every cluster process gets (the spares start with it too).
+BASE_ENV = {"DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True", "PYTHONUNBUFFERED": "1"}
+# Variables that act when an interpreter starts: a warm spare has started already, so a cluster
+# whose spec sets any of these starts cold.
+STARTUP_VARS = ("PYTHON", "LD_", "MALLOC", "OMP_", "MKL_", "OPENBLAS", "DASK_")
 
 
 class LocalProvider:
@@ -66,6 +75,22 @@ class LocalProvider:
         # Seconds a worker waits for its scheduler (file, connection, registration) before it exits.
         self.worker_death_timeout = worker_death_timeout
         self._children: dict[int, subprocess.Popen] = {}  # reaped in delete/status
+        self._spares: SparePool | None = None
+
+    def keep_spares(self, n_workers: int) -> None:
+        """Keep one scheduler and ``n_workers`` worker interpreters warm (see `reccd.providers.spares`).
+
+        The daemon calls this; a provider made elsewhere (``recc harvest``, tests) starts every process cold.
+        """
+        if n_workers > 0 and self._spares is None:
+            self._spares = SparePool(self.workdir, self.python, n_workers, BASE_ENV)
+            self._spares.fill()
+
+    async def close(self) -> None:
+        """Let the unclaimed spares go (the daemon's shutdown)."""
+        if self._spares is not None:
+            await asyncio.to_thread(self._spares.close)
+            self._spares = None
 
     # ---------------------------------------------------------------- paths and marks
 
@@ -131,8 +156,13 @@ class LocalProvider:
 
     def _spawn(self, name: str, role: str, argv: list[str], env: dict[str, str]) -> procs.Spawned:
         folder = self._dir(name)
-        env = {**env, "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True", "PYTHONUNBUFFERED": "1"}
-        spawned = procs.spawn(argv, env=env, mark=self._mark(name, role), log=folder / f"{role}.log", cwd=folder)
+        env = {**env, **BASE_ENV}
+        mark, log = self._mark(name, role), folder / f"{role}.log"
+        spawned = None
+        if self._spares is not None and not any(k.startswith(STARTUP_VARS) for k in env if k not in BASE_ENV):
+            spawned = self._spares.claim(role.split("-")[0], argv, {**os.environ, **env}, mark, log, folder)
+        if spawned is None:
+            spawned = procs.spawn(argv, env=env, mark=mark, log=log, cwd=folder)
         self._children[spawned.pid] = spawned.popen
         return spawned
 
@@ -152,7 +182,7 @@ class LocalProvider:
                         "dashboard_port": int(dashboard)}
             if time.monotonic() > deadline:
                 raise _failed(f"the scheduler did not start within {self.start_timeout:g} s", log)
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(POLL)
 
     def _add_workers(self, name: str, cp: Checkpoint, n: int) -> None:
         folder = self._dir(name)
@@ -179,9 +209,14 @@ class LocalProvider:
                        timeout=timeout) as r:
             return await asyncio.wait_for(getattr(r, op)(**kwargs), timeout)
 
-    async def _scheduler_workers(self, cp: Checkpoint, timeout: float = 10.0) -> set[str]:
-        """Names of the workers the scheduler knows and that are not on their way out."""
-        ident = await self._call(cp, "identity", timeout=timeout)
+    async def _scheduler_workers(self, cp: Checkpoint, timeout: float = 10.0, via: Any = None) -> set[str]:
+        """Names of the workers the scheduler knows and that are not on their way out.
+
+        ``via``: an open `distributed.core.rpc` to reuse (its connection stays up between polls)."""
+        if via is None:
+            ident = await self._call(cp, "identity", timeout=timeout)
+        else:
+            ident = await asyncio.wait_for(via.identity(), timeout)
         return {str(w.get("name")) for w in ident.get("workers", {}).values()
                 if w.get("status") not in ("closing", "closing_gracefully", "closed", "failed")}
 
@@ -190,6 +225,15 @@ class LocalProvider:
         folder = self._dir(name)
         want = {w["name"] for w in cp["workers"]}
         deadline = time.monotonic() + self.start_timeout
+        from distributed.core import rpc
+
+        # One connection for all the polls: a TLS handshake per poll would cost more than the poll.
+        async with rpc(cp["scheduler"]["address"], timeout=5.0,
+                       connection_args=self._security(folder).get_connection_args("client")) as via:
+            await self._poll_workers(name, cp, gone, folder, want, deadline, via)
+
+    async def _poll_workers(self, name: str, cp: Checkpoint, gone: set[str], folder: Path, want: set[str],
+                            deadline: float, via: Any) -> None:
         seen: set[str] = set()
         while True:
             for w in cp["workers"]:
@@ -198,7 +242,7 @@ class LocalProvider:
                     raise _failed(f"worker {w['name']} exited with code {popen.returncode} before it joined",
                                   folder / f"worker-{w['id']}.log")
             try:
-                seen = await self._scheduler_workers(cp, timeout=5.0)
+                seen = await self._scheduler_workers(cp, timeout=5.0, via=via)
             except (OSError, asyncio.TimeoutError) as e:
                 if popen_dead(self._children.get(cp["scheduler"]["pid"])):
                     raise _failed("the scheduler exited", folder / "scheduler.log") from e
@@ -215,7 +259,7 @@ class LocalProvider:
                 raise ProviderError(f"{what} the scheduler within {self.start_timeout:g} s "
                                     f"(it sees {sorted(seen)})\n" + "\n".join(tails),
                                     hint=f"see the logs in {folder}")
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(POLL)
 
     async def heartbeat(self, name: str, last: Checkpoint, ttl: float, timeout: float = 5.0) -> IdleFacts:
         """Renew the scheduler's dead-man switch for ``ttl`` seconds; its idle facts.
@@ -265,6 +309,8 @@ class LocalProvider:
             raise ProviderError(f"processes {left} of local cluster {name!r} would not stop",
                                 hint="they were sent SIGKILL; check them with `ps`")
         await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
+        if self._spares is not None:
+            self._spares.refill_soon()
         if folder.exists():
             raise ProviderError(f"could not remove {folder}", hint="remove it by hand")
 
@@ -352,7 +398,9 @@ class LocalProvider:
 
         def owned(mark: str) -> bool:
             cluster = mark.split(procs.SEP, 1)[0]
-            return cluster.startswith(prefix) and os.sep not in cluster[len(prefix):]
+            rest = cluster[len(prefix):]
+            # the spares' folder is not a cluster (unclaimed spares end with the daemon that made them)
+            return cluster.startswith(prefix) and os.sep not in rest and rest != SPARES_DIR
 
         found = await asyncio.to_thread(procs.find_marked, owned)
         return sorted({Path(mark.split(procs.SEP, 1)[0]).name for _, mark in found})

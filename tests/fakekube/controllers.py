@@ -52,9 +52,13 @@ def _drop_zeros(status: dict) -> dict:
 
 
 class Controllers:
-    def __init__(self, store: Store, kubelet: Kubelet):
+    def __init__(self, store: Store, kubelet: Kubelet, load_balancer_ip: str = "127.0.0.1"):
         self.store = store
         self.kubelet = kubelet
+        # the address LoadBalancer Services get; tests set an unroutable one (192.0.2.1, TEST-NET-1)
+        # to play a load balancer the desktop has no network route to
+        self.load_balancer_ip = load_balancer_ip
+        self.load_balancer_ips: dict[str, str] = {}  # per namespace, over load_balancer_ip
 
     def after_create(self, kind: K.Kind, obj: dict) -> None:
         """Synchronous follow-ups of a create (the real controllers race the client; this does not)."""
@@ -76,7 +80,7 @@ class Controllers:
             ns, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
             ports = [self.kubelet.service_port(ns, name, p.get("port")) for p in spec.get("ports") or []]
             if ports and all(p is not None for p in ports):
-                ingress = [{"ip": "127.0.0.1", "ipMode": "VIP",
+                ingress = [{"ip": self.load_balancer_ips.get(ns, self.load_balancer_ip), "ipMode": "VIP",
                             "ports": [{"port": hp, "protocol": p.get("protocol", "TCP")}
                                       for hp, p in zip(ports, spec["ports"])]}]
                 status = {"loadBalancer": {"ingress": ingress}}

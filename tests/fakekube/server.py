@@ -155,6 +155,15 @@ class FakeKube:
             return await result if asyncio.iscoroutine(result) else result
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout)
 
+    def set_load_balancer_ip(self, ip: str, namespace: str | None = None) -> None:
+        """From another thread: the address LoadBalancer Services (of ``namespace``, or all) get from now on."""
+        def put() -> None:
+            if namespace is None:
+                self.controllers.load_balancer_ip = ip
+            else:
+                self.controllers.load_balancer_ips[namespace] = ip
+        self.call(put)
+
     def sync_nodes(self) -> None:
         """From another thread: poll moto now and apply the result before returning."""
         if self.nodes is not None:

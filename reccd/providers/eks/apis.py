@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import json
 import random
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -15,6 +17,7 @@ from typing import Any, Callable, Sequence
 from recc.errors import ProviderError, RECCError
 from reccd.contexts import Context, load_context
 from reccd.ekstoken import TokenCache, assume_provisioner
+from reccd.faults import maybe_fail
 
 RETRY_CODES = {429, 500, 502, 503, 504}
 AWS_RETRY = ("Throttling", "ThrottlingException", "RequestLimitExceeded", "ServiceUnavailable",
@@ -35,6 +38,9 @@ class EksApis:
         self._tokens: TokenCache | None = None
         self._api: Any = None
         self.calls = {"aws": 0, "k8s": 0}
+        self._clients: dict[str, Any] = {}
+        self.side_effects = 0
+        self.pf_lock = threading.Lock()  # one port-forward opening at a time on the "pf" client
 
     @property
     def context(self) -> Context:
@@ -54,7 +60,12 @@ class EksApis:
         return self._session
 
     def client(self, service: str) -> Any:
-        return self.session().client(service, region_name=self.context.region)
+        # One client per service: making one costs tens of milliseconds (endpoint and model loading),
+        # more than most calls; boto3 clients are safe to share between threads.
+        made = self._clients.get(service)
+        if made is None:
+            made = self._clients[service] = self.session().client(service, region_name=self.context.region)
+        return made
 
     def api(self) -> Any:
         if self._api is None:
@@ -85,18 +96,26 @@ class EksApis:
 
             cfg.refresh_api_key_hook = refresh
             api_client = client.ApiClient(cfg)
-            self._api = {"client": api_client, "core": client.CoreV1Api(api_client),
+            # kubernetes.stream swaps ``request`` on the ApiClient it is given while it opens a
+            # websocket, so port-forwards get their own client (and a lock): a concurrent call on
+            # a shared one would be sent as a websocket upgrade.
+            pf_client = client.ApiClient(cfg)
+            self._api = {"client": api_client, "pf_client": pf_client, "pf": client.CoreV1Api(pf_client),
+                         "core": client.CoreV1Api(api_client),
                          "apps": client.AppsV1Api(api_client), "rbac": client.RbacAuthorizationV1Api(api_client),
                          "net": client.NetworkingV1Api(api_client), "coord": client.CoordinationV1Api(api_client)}
         return self._api
 
-    def k8s_sync(self, group: str, method: str, *args: Any, ok: Sequence[int] = (), **kwargs: Any) -> Any:
+    def k8s_sync(self, group: str, method: str, *args: Any, ok: Sequence[int] = (), as_json: bool = False,
+                 **kwargs: Any) -> Any:
         """One Kubernetes call (in the calling thread): 401 makes a new token once; throttling and
-        5xx retry with jittered backoff; statuses in ``ok`` return None."""
+        5xx retry with jittered backoff; statuses in ``ok`` return None. ``as_json`` returns the
+        answer as plain JSON (camelCase keys): the client's typed models take ~5 ms per pod to
+        build, which a progress round over 300 pods would pay every poll."""
         from kubernetes.client.rest import ApiException
 
         delay, refreshed = 0.2, False
-        raw = method.startswith("delete")
+        raw = method.startswith("delete") or as_json
         if raw:  # delete answers an object or a Status, which the typed models cannot both parse
             kwargs.setdefault("_preload_content", False)
         for attempt in range(6):
@@ -104,9 +123,9 @@ class EksApis:
             try:
                 result = getattr(self.api()[group], method)(*args, **kwargs)
                 if raw:
-                    result.read()
+                    data = result.read()
                     result.release_conn()
-                    return True
+                    return json.loads(data) if as_json else True
                 return result
             except ApiException as e:
                 if e.status in ok:
@@ -167,6 +186,13 @@ class EksApis:
         made = await self.k8s(group, f"create{'_namespaced' if ns else ''}_{snake}", *args, obj, ok=(409,))
         if made is None and update:
             await self.k8s(group, f"patch{'_namespaced' if ns else ''}_{snake}", obj["metadata"]["name"], *args, obj)
+        self.side_effect_done()
+
+    def side_effect_done(self) -> None:
+        """Count a side effect; ``RECC_FAULT=eks:after-side-effect=N:exit`` (tests) dies right after the Nth,
+        before the step that made it is journaled."""
+        self.side_effects += 1
+        maybe_fail("eks", "after-side-effect", self.side_effects)
 
     def bearer(self) -> str:
         """A current ``Bearer k8s-aws-v1...`` header value (for calls made outside `k8s_sync`)."""
@@ -178,6 +204,7 @@ class EksApis:
         """Close the Kubernetes client (a later call opens a new one)."""
         if self._api is not None:
             await asyncio.to_thread(self._api["client"].close)
+            await asyncio.to_thread(self._api["pf_client"].close)
             self._api = None
 
 

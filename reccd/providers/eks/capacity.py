@@ -49,6 +49,7 @@ async def ensure_group(apis: EksApis, names: M.Names, instance_type: str, nodes:
     if made is None:  # it existed (a retry): converge the size, never increment
         await apis.aws("autoscaling", "update_auto_scaling_group", AutoScalingGroupName=group, MinSize=0,
                       MaxSize=ctx.max_nodes, DesiredCapacity=desired)
+    apis.side_effect_done()
     return {"name": group, "launch_template": template, "instance_type": instance_type,
             "desired": desired, "max": ctx.max_nodes, "wanted": nodes}
 
@@ -80,6 +81,7 @@ async def _ensure_launch_template(apis: EksApis, group: str, instance_type: str,
     await apis.aws("ec2", "create_launch_template", ok=("InvalidLaunchTemplateName.AlreadyExistsException",),
                   LaunchTemplateName=group, LaunchTemplateData=data,
                   TagSpecifications=[{"ResourceType": "launch-template", "Tags": tag_list}])
+    apis.side_effect_done()
     return group
 
 

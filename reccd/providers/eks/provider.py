@@ -25,7 +25,6 @@ import copy
 import logging
 import socket
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, ClassVar, Sequence
@@ -39,28 +38,14 @@ from reccd.contexts import Context
 from reccd.providers import Checkpoint, ClusterTLS, Endpoint, Endpoints, ProviderStatus
 from reccd.providers.eks.apis import EksApis
 from reccd.providers.eks.capacity import delete_capacity, ensure_group, no_instances, own_groups
+from reccd.providers.eks.routes import AutoEndpoint, PortForwardEndpoint
+
+LB_CACHE_SECONDS = 30.0  # how long an auto route trusts its last look at the Service's load balancer
 
 log = logging.getLogger("reccd.providers.eks")
 
 def _now_micro() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-@dataclass(frozen=True)
-class PortForwardEndpoint:
-    """An upstream reached by a Kubernetes port-forward to a pod (a `reccd.tunnel` resolver result)."""
-
-    provider: "EksProvider"
-    namespace: str
-    component: str
-    port: int
-
-    @property
-    def host(self) -> str:
-        return f"portforward/{self.namespace}/{self.component}"
-
-    async def open_connection(self) -> socket.socket:
-        return await self.provider._port_forward(self.namespace, self.component, self.port)
 
 
 class EksProvider(EksApis):
@@ -74,6 +59,8 @@ class EksProvider(EksApis):
         self.worker_death_timeout = worker_death_timeout
         self._tls: dict[str, ClusterTLS] = {}
         self._tunnels: dict[str, Any] = {}  # namespace -> reccd.tunnel.Tunnel for the provider's own rpc
+        self._lbs: dict[str, tuple[float, dict[str, Any] | None]] = {}  # cluster -> (looked at, load balancer)
+        self.lb_failures: dict[str, float] = {}  # namespace -> when its load balancer last did not answer
 
     # ------------------------------------------------------------------ objects
 
@@ -82,7 +69,13 @@ class EksProvider(EksApis):
         return M.Names(user=self.user, cluster=name, job=(spec.job_id if spec else None) or "adhoc")
 
     def _options(self) -> M.Options:
-        return self.context.manifest_options(self.worker_death_timeout)
+        import dataclasses
+
+        from recc.datastore import pod_datastore_env
+
+        # the pods' datastore roots for this context (docs/eks-operations.md, "Data from pods")
+        return dataclasses.replace(self.context.manifest_options(self.worker_death_timeout),
+                                   pod_env=pod_datastore_env(self.context.name))
 
     # ------------------------------------------------------------------ create
 
@@ -117,6 +110,8 @@ class EksProvider(EksApis):
         await self._wait_ready(names, cp, spec.n_workers)
         if options.route == "loadbalancer":
             cp["load_balancer"] = await self._wait_load_balancer(name)
+        elif options.route == "auto":  # never wait: a load balancer that comes later is found by the route
+            cp["load_balancer"] = await self.load_balancer(name)
         cp["ready"] = True
         yield copy.deepcopy(cp)
 
@@ -138,30 +133,34 @@ class EksProvider(EksApis):
         desc = await self.aws("autoscaling", "describe_auto_scaling_groups", AutoScalingGroupNames=groups)
         instances = sum(1 for g in desc["AutoScalingGroups"] for i in g.get("Instances", [])
                         if i.get("LifecycleState") == "InService")
-        nodes = await self.k8s("core", "list_node", label_selector=f"{M.CAPACITY_KEY}={names.namespace}")
-        ready_nodes = sum(1 for n in nodes.items if any(c.type == "Ready" and c.status == "True"
-                                                         for c in (n.status.conditions or [])))
-        pods = await self.k8s("core", "list_namespaced_pod", names.namespace)
+        nodes = await self.k8s("core", "list_node", label_selector=f"{M.CAPACITY_KEY}={names.namespace}",
+                               as_json=True)
+        ready_nodes = sum(1 for n in nodes["items"] if any(
+            c.get("type") == "Ready" and c.get("status") == "True" for c in n.get("status", {}).get("conditions") or []))
+        pods = await self.k8s("core", "list_namespaced_pod", names.namespace, as_json=True)
         out: dict[str, Any] = {"instances": instances, "nodes": ready_nodes, "scheduler": False,
                                "workers_running": 0, "pending": [], "failed": []}
-        for p in pods.items:
-            if p.metadata.deletion_timestamp:
+        for p in pods["items"]:
+            meta, status = p["metadata"], p.get("status") or {}
+            if meta.get("deletionTimestamp"):
                 continue
-            comp = (p.metadata.labels or {}).get("app.kubernetes.io/component")
-            phase = p.status.phase
+            comp = (meta.get("labels") or {}).get("app.kubernetes.io/component")
+            phase = status.get("phase")
             if phase == "Running":
                 if comp == "scheduler":
                     out["scheduler"] = True
                 else:
                     out["workers_running"] += 1
             elif phase == "Pending":
-                why = [c.message or c.reason for c in (p.status.conditions or []) if c.status == "False"]
-                for cs in p.status.container_statuses or []:
-                    if cs.state and cs.state.waiting and cs.state.waiting.reason:
-                        why.append(f"{cs.state.waiting.reason}: {cs.state.waiting.message or ''}".strip(": "))
-                out["pending"].append(f"{p.metadata.name} ({'; '.join(w for w in why if w) or 'Pending'})")
+                why = [c.get("message") or c.get("reason") for c in status.get("conditions") or []
+                       if c.get("status") == "False"]
+                for cs in status.get("containerStatuses") or []:
+                    waiting = (cs.get("state") or {}).get("waiting") or {}
+                    if waiting.get("reason"):
+                        why.append(f"{waiting['reason']}: {waiting.get('message') or ''}".strip(": "))
+                out["pending"].append(f"{meta['name']} ({'; '.join(w for w in why if w) or 'Pending'})")
             elif phase in ("Failed", "Succeeded"):
-                out["failed"].append(f"{p.metadata.name} ({phase})")
+                out["failed"].append(f"{meta['name']} ({phase})")
         return out
 
     async def _wait_ready(self, names: M.Names, cp: Checkpoint, n_workers: int) -> None:
@@ -224,9 +223,10 @@ class EksProvider(EksApis):
 
             pod = self._scheduler_pod(namespace, component)
             api = self.api()
-            api["client"].configuration.api_key["authorization"] = self.bearer()
-            self.calls["k8s"] += 1
-            pf = portforward(api["core"].connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port))
+            with self.pf_lock:
+                api["pf_client"].configuration.api_key["authorization"] = self.bearer()
+                self.calls["k8s"] += 1
+                pf = portforward(api["pf"].connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port))
             # The tunnel owns the socket from here; the proxy thread ends when it is closed.
             sock = pf.socket(port)._socket  # the real socket inside the client's wrapper
             sock.setblocking(False)
@@ -313,6 +313,11 @@ class EksProvider(EksApis):
         if route == "loadbalancer" and last.get("load_balancer"):
             lb = last["load_balancer"]
             return Endpoints(Endpoint(lb["host"], lb["ports"][0]), Endpoint(lb["host"], lb["ports"][1]))
+        if route == "auto":
+            if last.get("load_balancer") and name not in self._lbs:
+                self._lbs[name] = (time.monotonic(), last["load_balancer"])
+            return Endpoints(scheduler=AutoEndpoint(self, name, ns, "scheduler", M.SCHEDULER_PORT, 0),  # type: ignore[arg-type]
+                             dashboard=AutoEndpoint(self, name, ns, "scheduler", M.DASHBOARD_PORT, 1))  # type: ignore[arg-type]
         return Endpoints(scheduler=PortForwardEndpoint(self, ns, "scheduler", M.SCHEDULER_PORT),  # type: ignore[arg-type]
                          dashboard=PortForwardEndpoint(self, ns, "scheduler", M.DASHBOARD_PORT))  # type: ignore[arg-type]
 
@@ -328,6 +333,13 @@ class EksProvider(EksApis):
         ports = [(first.ports[i].port if first.ports and i < len(first.ports) else p.port)
                  for i, p in enumerate(svc.spec.ports)]
         return {"host": first.ip or first.hostname, "ports": ports}
+
+    async def known_load_balancer(self, name: str) -> dict[str, Any] | None:
+        """The Service's load balancer as last seen (looked up again after `LB_CACHE_SECONDS`)."""
+        seen = self._lbs.get(name)
+        if seen is None or time.monotonic() - seen[0] > LB_CACHE_SECONDS:
+            seen = self._lbs[name] = (time.monotonic(), await self.load_balancer(name))
+        return seen[1]
 
     async def logs(self, name: str, last: Checkpoint, tail: int | None = None) -> dict[str, list[str]]:
         ns = self._names(name).namespace
@@ -348,12 +360,13 @@ class EksProvider(EksApis):
             n = self._names(name)
             dep = await self.k8s("apps", "read_namespaced_deployment", M.WORKER, n.namespace, ok=(404,))
             sched = await self.k8s("apps", "read_namespaced_deployment", M.SCHEDULER, n.namespace, ok=(404,))
-            nodes = await self.k8s("core", "list_node", label_selector=f"{M.CAPACITY_KEY}={n.namespace}")
+            nodes = await self.k8s("core", "list_node", label_selector=f"{M.CAPACITY_KEY}={n.namespace}",
+                                   as_json=True)
             alive = bool(sched and (sched.status.ready_replicas or 0) >= 1)
             out.append(ProviderStatus(name=name, alive=alive,
                                       workers_ready=(dep.status.ready_replicas or 0) if dep else 0,
                                       workers_desired=(dep.spec.replicas or 0) if dep else 0,
-                                      nodes=len(nodes.items), detail={"namespace": n.namespace}))
+                                      nodes=len(nodes["items"]), detail={"namespace": n.namespace}))
         return out
 
     async def list_owned(self) -> list[str]:
@@ -392,6 +405,8 @@ class EksProvider(EksApis):
         names = self._names(name)
         ns = names.namespace
         await self._close_tunnel(ns)
+        self._lbs.pop(name, None)
+        self.lb_failures.pop(ns, None)
         # 1. what runs: service, deployments (their pods go with them)
         await self.k8s("core", "delete_namespaced_service", M.SCHEDULER, ns, ok=(404,))
         for dep in (M.WORKER, M.SCHEDULER):
@@ -410,8 +425,8 @@ class EksProvider(EksApis):
         self._tls.pop(ns, None)
 
     def _no_pods(self, ns: str) -> bool:
-        pods = self.k8s_sync("core", "list_namespaced_pod", ns, ok=(404,))
-        return pods is None or not pods.items
+        pods = self.k8s_sync("core", "list_namespaced_pod", ns, ok=(404,), as_json=True, limit=1)
+        return pods is None or not pods["items"]
 
     def _namespace_gone(self, ns: str) -> bool:
         return self.k8s_sync("core", "read_namespace", ns, ok=(404,)) is None

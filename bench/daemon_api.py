@@ -1,0 +1,167 @@
+"""The daemon API under load: `GET /v1/clusters` latency with 1 and 50 concurrent clients, and RSS.
+
+Not a test: ``python bench/daemon_api.py [--clusters 100] [--requests 2000]`` prints one JSON line.
+
+A real daemon (``reccd``'s own `serve`, in a subprocess with private folders) serves its real API
+over its Unix socket. ``--clusters`` clusters are registered through ``POST /v1/clusters`` with a
+bench-only provider whose clusters cost nothing to run (no processes), so the daemon holds
+each one's state, tunnels, heartbeats and observations as it would for real clusters; the
+listing each request returns names all of them.
+
+Clients are asyncio connections in this process (one per simulated client, keep-alive, each
+sending its next request when the last one is answered): with 50 of them the daemon always
+has 50 requests in flight, so p99 includes the queueing behind the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class NullProvider:
+    """Clusters that exist only in the daemon's books: every step succeeds at once."""
+
+    name = "bench"
+
+    def __init__(self, workdir: Path, **_: Any) -> None:
+        self.workdir = workdir
+
+    async def create(self, name: str, spec: Any, tls: Any) -> AsyncIterator[dict[str, Any]]:
+        yield {"name": name, "ready": True}
+
+    async def delete(self, name: str, last: Any) -> None:
+        return None
+
+    async def scale(self, name: str, n: int, last: Any) -> dict[str, Any]:
+        return dict(last or {}, n=n)
+
+    async def status(self, names: Any, lasts: Any) -> list[Any]:
+        from reccd.providers import ProviderStatus
+
+        return [ProviderStatus(name=n, alive=True, workers_ready=1, workers_desired=1, nodes=1, detail={})
+                for n in names]
+
+    def endpoints(self, name: str, last: Any) -> Any:
+        from reccd.providers import Endpoint, Endpoints
+
+        return Endpoints(scheduler=Endpoint("127.0.0.1", 9), dashboard=Endpoint("127.0.0.1", 9))
+
+    async def logs(self, name: str, last: Any, tail: int | None = None) -> dict[str, list[str]]:
+        return {}
+
+    async def heartbeat(self, name: str, last: Any, ttl: float, timeout: float = 5.0) -> Any:
+        from recc.harvest import IdleFacts
+
+        now = time.time()
+        return IdleFacts(last_activity=now, clients=1, last_client_left=None, observed_at=now, started_at=now)
+
+    async def list_owned(self) -> list[str]:
+        return []
+
+
+def serve() -> None:
+    """The daemon, with the bench provider registered."""
+    import recc.spec
+    import reccd.providers
+    from reccd.__main__ import main
+
+    recc.spec.PROVIDERS = (*recc.spec.PROVIDERS, "bench")
+    reccd.providers.PROVIDERS["bench"] = "bench.daemon_api:NullProvider"
+    sys.exit(main([]))
+
+
+async def _client(sock: str, n: int, latencies: list[float]) -> None:
+    reader, writer = await asyncio.open_unix_connection(sock)
+    request = b"GET /v1/clusters HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    try:
+        for _ in range(n):
+            start = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - start)
+    finally:
+        writer.close()
+
+
+async def load(sock: str, clients: int, total: int) -> dict[str, float]:
+    latencies: list[float] = []
+    per = max(1, total // clients)
+    await asyncio.gather(*(_client(sock, 3, []) for _ in range(clients)))  # warm up: connections, caches
+    start = time.perf_counter()
+    await asyncio.gather(*(_client(sock, per, latencies) for _ in range(clients)))
+    wall = time.perf_counter() - start
+    latencies.sort()
+    return {"p50_ms": 1000 * statistics.median(latencies),
+            "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+            "requests_per_s": len(latencies) / wall}
+
+
+def rss_mib(pid: int) -> float:
+    import psutil
+
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clusters", type=int, default=100)
+    parser.add_argument("--requests", type=int, default=2000, help="requests per load level")
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="recc-api"))
+    env = {**os.environ, "RECC_RUNTIME_DIR": str(base / "run"), "RECC_DATA_DIR": str(base / "data"),
+           "RECC_LOG_DIR": str(base / "log"), "RECC_LOCAL_SPARES": "0",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    os.environ.update({k: env[k] for k in ("RECC_RUNTIME_DIR", "RECC_DATA_DIR", "RECC_LOG_DIR")})
+    daemon = subprocess.Popen([sys.executable, "-c", "from bench.daemon_api import serve; serve()"], env=env,
+                              cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from recc.daemon_client import DaemonClient
+    from recc.paths import socket_path
+    from recc.templates import resolve
+
+    client = DaemonClient()
+    try:
+        deadline = time.monotonic() + 60
+        while not client.is_alive():
+            if time.monotonic() > deadline or daemon.poll() is not None:
+                raise SystemExit("the daemon did not start")
+            time.sleep(0.1)
+        rss_empty = rss_mib(daemon.pid)
+        spec = resolve("local", n_workers=1).to_dict()
+        spec.update(provider="bench", instance_type="m5.xlarge")  # priced like a small cloud cluster
+        for i in range(args.clusters):
+            client.create_cluster(spec, f"bench-{i:03d}")
+        while sum(c["status"] == "running" for c in client.list_clusters()) < args.clusters:
+            time.sleep(0.1)
+        time.sleep(3)  # a keep-alive round (heartbeats, observations) has run over all of them
+        out: dict[str, Any] = {"clusters": args.clusters, "rss_empty_mib": rss_empty}
+        for clients in (1, 50):
+            result = asyncio.run(load(str(socket_path()), clients, args.requests))
+            out.update({f"{k}_{clients}": v for k, v in result.items()})
+        out["rss_mib"] = rss_mib(daemon.pid)
+        print(json.dumps(out))
+    finally:
+        try:
+            client.shutdown()
+            daemon.wait(30)
+        except Exception:  # noqa: BLE001 - make sure it goes
+            daemon.kill()
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    main()

@@ -1,0 +1,103 @@
+"""Helpers for the EKS operations tests (reaper, orphans, exact costs, kubeconfig, data from pods):
+moto + the fake Kubernetes API, a context written to config.yaml as a user (or the reaper's
+ConfigMap) would, and what a namespace left behind in AWS and Kubernetes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+import yaml
+from kubernetes import client as k8s
+
+from tests.fakekube import make_token
+
+CLUSTER = "research-eks"
+REGION = "us-east-1"
+AWS = dict(region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing")
+USER = "arathe"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def setup_aws(moto_url: str) -> dict[str, str]:
+    """The context's launch template and provisioner role, made in moto."""
+    ec2 = boto3.client("ec2", endpoint_url=moto_url, **AWS)
+    template = f"nodes-{uuid.uuid4().hex[:8]}"
+    ec2.create_launch_template(LaunchTemplateName=template,
+                               LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "m5.large"})
+    iam = boto3.client("iam", endpoint_url=moto_url, **AWS)
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"},
+                                                     "Action": ["sts:AssumeRole", "sts:TagSession"]}]}
+    role = iam.create_role(RoleName=f"recc-provisioner-{uuid.uuid4().hex[:8]}",
+                           AssumeRolePolicyDocument=json.dumps(trust))["Role"]
+    return {"role_arn": role["Arn"], "template": template}
+
+
+def context_settings(url: str, aws: dict[str, str], **kw: Any) -> dict[str, Any]:
+    """A context block as in config.yaml."""
+    base = {"region": REGION, "eks_cluster": CLUSTER, "kubernetes_api_url": url,
+            "provisioner_role_arn": aws["role_arn"], "launch_template_name": aws["template"],
+            "availability_zones": [f"{REGION}a"], "max_nodes": 3, "timeouts": {"capacity": 60, "workers": 120}}
+    base.update(kw)
+    return base
+
+
+def write_config(folder: Path, name: str, settings: dict[str, Any], **extra: Any) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump({"contexts": {name: settings}, **extra}))
+    return folder
+
+
+def use_aws(monkeypatch, moto_url: str, tmp_path: Path) -> None:
+    """This process and its children talk to moto, with their own RECC folders."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "RECC_CONTEXT", "RECC_JOB_ID"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("RECC_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("RECC_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RECC_RUNTIME_DIR", str(tmp_path / "run"))
+    for var in ("LOGNAME", "USER"):  # getpass.getuser(): the commands act as the test's user
+        monkeypatch.setenv(var, USER)
+
+
+def recc(*argv: str, timeout: float = 240, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+    """``recc ARGS`` as a person (or the CronJob) runs it."""
+    done = subprocess.run([sys.executable, "-m", "recc.cli", *argv], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, input=input)
+    if check and done.returncode != 0:
+        raise AssertionError(f"recc {' '.join(argv)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def kube(url: str) -> k8s.ApiClient:
+    cfg = k8s.Configuration(host=url)
+    cfg.api_key = {"authorization": "Bearer " + make_token(CLUSTER, boto3.Session(**AWS))}
+    return k8s.ApiClient(cfg)
+
+
+def leftovers(moto_url: str, url: str, namespace: str) -> dict[str, list[str]]:
+    """Everything of ``namespace`` that still exists (and could cost money)."""
+    asg = boto3.client("autoscaling", endpoint_url=moto_url, **AWS)
+    ec2 = boto3.client("ec2", endpoint_url=moto_url, **AWS)
+    groups = [g["AutoScalingGroupName"] for g in asg.describe_auto_scaling_groups()["AutoScalingGroups"]
+              if any(t["Key"] == "recc:namespace" and t["Value"] == namespace for t in g.get("Tags", []))]
+    running = [i["InstanceId"] for r in ec2.describe_instances(
+        Filters=[{"Name": "tag:recc:namespace", "Values": [namespace]},
+                 {"Name": "instance-state-name", "Values": ["pending", "running"]}])["Reservations"]
+        for i in r["Instances"]]
+    templates = [t["LaunchTemplateName"] for t in ec2.describe_launch_templates(
+        Filters=[{"Name": "tag:recc:namespace", "Values": [namespace]}])["LaunchTemplates"]]
+    with kube(url) as c:
+        namespaces = [n.metadata.name for n in k8s.CoreV1Api(c).list_namespace().items if n.metadata.name == namespace]
+    return {"groups": groups, "instances": running, "namespaces": namespaces, "templates": templates}
+
+
+NOTHING = {"groups": [], "instances": [], "namespaces": [], "templates": []}

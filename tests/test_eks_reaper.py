@@ -1,0 +1,194 @@
+"""The in-cluster reaper, run as its CronJob runs it (`recc harvest --provider eks`), against moto and
+the fake Kubernetes API: a cluster whose daemon froze is removed completely, a busy one is kept, an
+idle one is removed with its reason recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from kubernetes import client as k8s
+
+from recc import manifests as M
+from recc.templates import resolve
+from reccd.contexts import Context
+from reccd.providers.eks import EksProvider
+from reccd.tls import client_security, make_cluster_tls
+from reccd.tunnel import Tunnel
+from tests.opsenv import NOTHING, ROOT, USER, context_settings, kube, leftovers, recc, setup_aws, use_aws, write_config
+from tests.servers import moto_and_kube
+
+# A stand-in for the daemon's heartbeat: renews the Lease every 0.2 s until it is frozen (SIGSTOP).
+RENEWER = r"""
+import sys, time
+from datetime import datetime, timezone
+import boto3
+from kubernetes import client as k8s
+from tests.fakekube import make_token
+url, ns, ttl = sys.argv[1], sys.argv[2], int(sys.argv[3])
+cfg = k8s.Configuration(host=url)
+cfg.api_key = {"authorization": "Bearer " + make_token("research-eks", boto3.Session(region_name="us-east-1",
+               aws_access_key_id="testing", aws_secret_access_key="testing"))}
+api = k8s.CoordinationV1Api(k8s.ApiClient(cfg))
+first = True
+while True:
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    api.patch_namespaced_lease("recc-heartbeat", ns, {"spec": {"renewTime": now, "leaseDurationSeconds": ttl}})
+    if first:
+        print("renewing", flush=True)
+        first = False
+    time.sleep(0.2)
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def servers():
+    with moto_and_kube("research-eks", "us-east-1") as (moto_url, fake, url):
+        yield {"moto_url": moto_url, "fake": fake, "url": url, **setup_aws(moto_url)}
+
+
+def test_print_cronjob_objects(servers, monkeypatch, tmp_path):
+    use_aws(monkeypatch, servers["moto_url"], tmp_path)
+    write_config(tmp_path / "config", "test", context_settings(servers["url"], servers, profile="research"))
+    out = recc("harvest", "--print-cronjob", "--context", "test", "--image", "example/recc:1",
+               "--role-arn", "arn:aws:iam::123456789012:role/recc-reaper").stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    assert [d["kind"] for d in docs] == ["Namespace", "ServiceAccount", "ConfigMap", "CronJob"]
+    assert {d["metadata"].get("namespace", d["metadata"]["name"]) for d in docs} == {"recc-system"}
+    sa = docs[1]
+    assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == "arn:aws:iam::123456789012:role/recc-reaper"
+    settings = yaml.safe_load(docs[2]["data"]["config.yaml"])["contexts"]["test"]
+    assert settings["eks_cluster"] == "research-eks" and "profile" not in settings
+    assert "kubernetes_api_url" not in settings  # in the cluster: DescribeCluster's endpoint
+    job = docs[3]["spec"]
+    pod = job["jobTemplate"]["spec"]["template"]["spec"]
+    assert job["concurrencyPolicy"] == "Forbid" and pod["serviceAccountName"] == "recc-reaper"
+    assert pod["containers"][0]["command"] == ["recc", "harvest", "--provider", "eks", "--context", "test", "--json"]
+    # without a role: a Pod Identity association, said how
+    out = recc("harvest", "--print-cronjob", "--context", "test", "--image", "example/recc:1").stdout
+    assert "create-pod-identity-association" in out and "eks.amazonaws.com/role-arn" not in out
+    # no image: a clear error, not a broken manifest
+    done = recc("harvest", "--print-cronjob", "--context", "test", check=False)
+    assert done.returncode == 1 and "--image" in done.stderr
+
+
+@pytest.mark.slow
+def test_reaper_removes_frozen_and_idle_keeps_busy(servers, monkeypatch, tmp_path):
+    use_aws(monkeypatch, servers["moto_url"], tmp_path)
+    url = servers["url"]
+    settings = context_settings(url, servers)
+    ctx = Context.from_dict("test", settings)
+    # The reaper's own objects, as `kubectl apply` of --print-cronjob would make them (the fake has no CronJobs).
+    write_config(tmp_path / "config", "test", settings)
+    docs = [d for d in yaml.safe_load_all(recc("harvest", "--print-cronjob", "--context", "test",
+                                                  "--image", "example/recc:1").stdout) if d]
+    with kube(url) as c:
+        core = k8s.CoreV1Api(c)
+        core.create_namespace(docs[0])
+        core.create_namespaced_config_map("recc-system", docs[2])
+    # The pod's config.yaml is the ConfigMap's; here it also names the fake API server.
+    reaper_settings = yaml.safe_load(docs[2]["data"]["config.yaml"])["contexts"]["test"]
+    write_config(tmp_path / "config", "test", {**reaper_settings, "kubernetes_api_url": url})
+
+    frozen_spec = resolve("small-cluster-small-workers", n_workers=1, instance_type="t3.xlarge",
+                          worker_memory="1GiB", scheduler_cpu=0.5, scheduler_memory="1GiB")
+    busy_spec = resolve("small-cluster-small-workers", n_workers=1, instance_type="t3.xlarge", worker_memory="1GiB",
+                        scheduler_cpu=0.5, scheduler_memory="1GiB", idle_timeout=15, no_client_timeout=None,
+                        heartbeat_ttl=600)
+    frozen_ns, busy_ns = M.namespace_name(USER, "frozen"), M.namespace_name(USER, "busy")
+    provider = EksProvider(tmp_path / "work", ctx, user=USER, poll=0.25)
+    tls = make_cluster_tls("busy")
+    renewer = None
+
+    async def make(name, spec, upto):
+        last = None
+        steps = provider.create(name, spec, make_cluster_tls(name) if name != "busy" else tls)
+        async for cp in steps:
+            last = cp
+            if upto in cp:
+                break
+        await steps.aclose()
+        return last
+
+    async def compute(last):
+        endpoints = provider.endpoints("busy", last)
+
+        async def resolve_():
+            return endpoints.scheduler
+
+        tunnel = Tunnel(resolve_)
+        port = await tunnel.start()
+        try:
+            from distributed import Client
+
+            async with Client(f"tls://127.0.0.1:{port}", security=client_security(tls), asynchronous=True,
+                              direct_to_workers=False, timeout=60) as c:
+                assert await c.submit(sum, [1, 2]) == 3
+        finally:
+            await tunnel.close()
+
+    try:
+        _, busy = asyncio.run(closing(provider, make("frozen", frozen_spec, "service"), make("busy", busy_spec, "ready")))
+        # The frozen cluster's "daemon": renews a 2 s Lease, then is frozen.
+        with kube(url) as c:
+            lease = M.heartbeat_lease(M.Names(USER, "frozen"), "reccd/arathe", 2,
+                                      time.strftime("%Y-%m-%dT%H:%M:%S.123456Z", time.gmtime()))
+            k8s.CoordinationV1Api(c).create_namespaced_lease(frozen_ns, lease)
+        renewer = subprocess.Popen([sys.executable, "-c", RENEWER, url, frozen_ns, "2"], cwd=ROOT,
+                                   stdout=subprocess.PIPE, text=True)
+        assert renewer.stdout.readline().strip() == "renewing"
+        os.kill(renewer.pid, signal.SIGSTOP)
+
+        # The busy cluster: its daemon heartbeats (a fresh Lease) and a client has just run a task.
+        asyncio.run(closing(provider, provider.heartbeat("busy", busy, ttl=600)))
+        asyncio.run(closing(provider, compute(busy)))
+        time.sleep(2.2)  # the frozen Lease expires
+
+        results = {r["namespace"]: r for r in json.loads(
+            recc("harvest", "--provider", "eks", "--context", "test", "--json").stdout)}
+        assert results[frozen_ns]["deleted"] and "heartbeat Lease expired" in results[frozen_ns]["reason"]
+        assert results[busy_ns]["action"] == "keep" and not results[busy_ns]["deleted"], results[busy_ns]
+        assert leftovers(servers["moto_url"], url, frozen_ns) == NOTHING
+        assert leftovers(servers["moto_url"], url, busy_ns)["namespaces"] == [busy_ns]
+
+        # Idle past idle_timeout, its daemon still heartbeating: removed, and the reason is on record.
+        time.sleep(max(0.0, results[busy_ns]["seconds_left"] or 0.0) + 1.0)
+        asyncio.run(closing(provider, provider.heartbeat("busy", busy, ttl=600)))
+        results = {r["namespace"]: r for r in json.loads(
+            recc("harvest", "--provider", "eks", "--context", "test", "--json").stdout)}
+        assert results[busy_ns]["deleted"], results[busy_ns]
+        assert "no task activity" in results[busy_ns]["reason"] and "idle_timeout 15s" in results[busy_ns]["reason"]
+        assert leftovers(servers["moto_url"], url, busy_ns) == NOTHING
+        with kube(url) as c:
+            events = k8s.CoreV1Api(c).list_namespaced_event("recc-system").items
+        recorded = {e.involved_object.name: (e.reason, e.message) for e in events}
+        assert recorded[busy_ns][0] == "Harvested" and "no task activity" in recorded[busy_ns][1]
+        assert "heartbeat Lease expired" in recorded[frozen_ns][1]
+    finally:
+        if renewer is not None:
+            renewer.kill()
+            renewer.wait()
+
+        async def cleanup():
+            for name in ("frozen", "busy"):
+                await provider.delete(name, None)
+            await provider.close()
+
+        asyncio.run(cleanup())
+        with kube(url) as c:
+            k8s.CoreV1Api(c).delete_namespace("recc-system")
+
+
+async def closing(provider, *steps):
+    """Run ``steps`` together, then close the provider's tunnels and client (they belong to this loop)."""
+    try:
+        return await asyncio.gather(*steps)
+    finally:
+        await provider.close()
