@@ -100,7 +100,7 @@ def test_reaper_removes_frozen_and_idle_keeps_busy(servers, monkeypatch, tmp_pat
     frozen_spec = resolve("small-cluster-small-workers", n_workers=1, instance_type="t3.xlarge",
                           worker_memory="1GiB", scheduler_cpu=0.5, scheduler_memory="1GiB")
     busy_spec = resolve("small-cluster-small-workers", n_workers=1, instance_type="t3.xlarge", worker_memory="1GiB",
-                        scheduler_cpu=0.5, scheduler_memory="1GiB", idle_timeout=15, no_client_timeout=None,
+                        scheduler_cpu=0.5, scheduler_memory="1GiB", idle_timeout=8, no_client_timeout=None,
                         heartbeat_ttl=600)
     frozen_ns, busy_ns = M.namespace_name(USER, "frozen"), M.namespace_name(USER, "busy")
     provider = EksProvider(tmp_path / "work", ctx, user=USER, poll=0.25)
@@ -117,7 +117,12 @@ def test_reaper_removes_frozen_and_idle_keeps_busy(servers, monkeypatch, tmp_pat
         await steps.aclose()
         return last
 
-    async def compute(last):
+    def reap():
+        return {r["namespace"]: r for r in json.loads(
+            recc("harvest", "--provider", "eks", "--context", "test", "--json").stdout)}
+
+    async def busy_while(last, fn):
+        """Run ``fn`` (in a thread) while a client's task runs on the cluster, then cancel the task."""
         endpoints = provider.endpoints("busy", last)
 
         async def resolve_():
@@ -130,7 +135,13 @@ def test_reaper_removes_frozen_and_idle_keeps_busy(servers, monkeypatch, tmp_pat
 
             async with Client(f"tls://127.0.0.1:{port}", security=client_security(tls), asynchronous=True,
                               direct_to_workers=False, timeout=60) as c:
-                assert await c.submit(sum, [1, 2]) == 3
+                task = c.submit(time.sleep, 3600, pure=False)
+                while not any((await c.processing()).values()):
+                    await asyncio.sleep(0.2)
+                try:
+                    return await asyncio.to_thread(fn)
+                finally:
+                    await c.cancel(task)
         finally:
             await tunnel.close()
 
@@ -146,25 +157,21 @@ def test_reaper_removes_frozen_and_idle_keeps_busy(servers, monkeypatch, tmp_pat
         assert renewer.stdout.readline().strip() == "renewing"
         os.kill(renewer.pid, signal.SIGSTOP)
 
-        # The busy cluster: its daemon heartbeats (a fresh Lease) and a client has just run a task.
+        # The busy cluster: its daemon heartbeats (a fresh Lease) and a client's task is running.
         asyncio.run(closing(provider, provider.heartbeat("busy", busy, ttl=600)))
-        asyncio.run(closing(provider, compute(busy)))
         time.sleep(2.2)  # the frozen Lease expires
-
-        results = {r["namespace"]: r for r in json.loads(
-            recc("harvest", "--provider", "eks", "--context", "test", "--json").stdout)}
+        results = asyncio.run(closing(provider, busy_while(busy, reap)))[0]
         assert results[frozen_ns]["deleted"] and "heartbeat Lease expired" in results[frozen_ns]["reason"]
         assert results[busy_ns]["action"] == "keep" and not results[busy_ns]["deleted"], results[busy_ns]
         assert leftovers(servers["moto_url"], url, frozen_ns) == NOTHING
         assert leftovers(servers["moto_url"], url, busy_ns)["namespaces"] == [busy_ns]
 
         # Idle past idle_timeout, its daemon still heartbeating: removed, and the reason is on record.
-        time.sleep(max(0.0, results[busy_ns]["seconds_left"] or 0.0) + 1.0)
+        time.sleep(9.0)
         asyncio.run(closing(provider, provider.heartbeat("busy", busy, ttl=600)))
-        results = {r["namespace"]: r for r in json.loads(
-            recc("harvest", "--provider", "eks", "--context", "test", "--json").stdout)}
+        results = reap()
         assert results[busy_ns]["deleted"], results[busy_ns]
-        assert "no task activity" in results[busy_ns]["reason"] and "idle_timeout 15s" in results[busy_ns]["reason"]
+        assert "no task activity" in results[busy_ns]["reason"] and "idle_timeout 8s" in results[busy_ns]["reason"]
         assert leftovers(servers["moto_url"], url, busy_ns) == NOTHING
         with kube(url) as c:
             events = k8s.CoreV1Api(c).list_namespaced_event("recc-system").items
