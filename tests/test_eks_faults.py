@@ -7,7 +7,7 @@ scheduler Deployment without the workers'). The restarted daemon reconciles befo
 
 To stay near a minute and a half on two shared cores, the crashes run as chains: each restart
 reconciles the previous crash and then makes the next cluster with the next fault (N crashes cost
-N+1 daemon starts, not 2N), and three chains run at once as three users (``LOGNAME``), so no
+N+1 daemon starts, not 2N), and five chains run at once as five users (``LOGNAME``), so no
 daemon's orphan sweep can clean up after another's crash and hide a leftover.
 """
 
@@ -29,7 +29,7 @@ SPEC = {"template": "small-cluster-small-workers", "provider": "eks", "n_workers
 FAULTS = ([f"create:{where}={step}:exit" for step in range(1, 7) for where in ("before-journal", "after-step")]
           + [f"eks:after-side-effect={n}:exit" for n in (1, 7, 10)])
 LEAVES_A_TEMPLATE = ("create:before-journal=2:exit", "eks:after-side-effect=7:exit")
-CHAINS = 3
+CHAINS = 5
 
 
 @pytest.fixture(scope="module", autouse=True)
