@@ -72,7 +72,7 @@ def test_bad_requests_get_json_errors_and_the_daemon_keeps_serving(daemon: Daemo
     assert_error(*raw(daemon, "POST", "/v1/clusters/ghost/scale", b'{"n_workers": "many"}'), 400, "bad-request")
     assert_error(*raw(daemon, "DELETE", "/v1/clusters/ghost"), 404, "cluster-not-found")
     assert_error(*raw(daemon, "GET", "/v1/clusters/ghost/logs?tail=x"), 400, "bad-request")
-    assert_error(*raw(daemon, "POST", "/v1/clusters", b"x" * (2 << 20), {}), 400, "bad-request")
+    assert_error(*raw(daemon, "POST", "/v1/clusters", b"x" * (2 << 20), {}), 413, "body-too-large")
     # the client library re-raises the daemon's error class
     with pytest.raises(ClusterNotFound):
         daemon.client().delete_cluster("ghost")
