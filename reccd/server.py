@@ -18,7 +18,6 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from recc import __version__
 from recc.errors import BadRequest, InternalError, NotFound, RECCError
 from reccd.accounting import report
 from reccd.events import EventBus

@@ -12,7 +12,6 @@ the rest by the asyncio relay (``reccd.relay.Conn``) on the daemon's event loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
 import random

@@ -12,7 +12,6 @@ import urllib.request
 
 import psutil
 import pytest
-from distributed import Client
 from distributed.comm import connect
 
 from recc import RECCCluster, RSHClient

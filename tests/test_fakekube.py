@@ -21,7 +21,7 @@ from kubernetes.stream import portforward
 
 from recc.catalog import load_catalog
 from recc.plan import allocatable
-from tests.fakekube import FakeKube, FakeKubeProcess, make_token
+from tests.fakekube import FakeKubeProcess, make_token
 from tests.servers import moto_and_kube
 
 CLUSTER = "research-eks"
