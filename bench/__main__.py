@@ -129,10 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         plan = [("tunnel", lambda: tunnel(4, 1, 50)), ("tui", lambda: tui(50, 1)), ("api", lambda: api(10, 100)),
                 ("workloads", lambda: workloads("small"))]
     elif args.quick:
-        plan = [("tunnel", lambda: tunnel(64, 3, 1000)), ("cluster", lambda: cluster(256, 3, 1000, 1)),
+        plan = [("tunnel", lambda: tunnel(64, 3, 1000)), ("cluster", lambda: cluster(256, 3, 300, 1)),
                 ("api", lambda: api(100, 1000)),
                 ("read_df", lambda: read_df(20, 3)), ("tui", lambda: tui(1000, 5)),
-                ("workloads", lambda: workloads("small"))]
+                ("workloads", lambda: workloads("medium"))]  # small is all overhead: no speedup to see
     else:
         plan = [("tunnel", lambda: tunnel(256, 5, 1000)), ("cluster", lambda: cluster(256, 5, 1000, 3)),
                 ("api", lambda: api(100, 5000)),

@@ -85,11 +85,35 @@ def _wait_running(daemon: Any, name: str, quiet: bool) -> dict[str, Any]:
         time.sleep(0.25)
 
 
+def _pod_patch(path: str | None) -> dict[str, Any] | None:
+    """``--pod-patch FILE.yaml``: the mapping in the file (ClusterSpec validates it before anything exists)."""
+    if path is None:
+        return None
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as exc:
+        raise SpecError(f"cannot read the pod patch {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise SpecError(f"the pod patch {path} is not valid YAML{where}",
+                        hint="it must be one mapping, e.g. spec: {priorityClassName: research-high}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"the pod patch {path} must be a mapping of pod-template fields, found "
+                        f"{type(data).__name__}", hint="e.g. spec: {priorityClassName: research-high}")
+    return data
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from recc.plan import format_plan, plan
     from recc.templates import resolve
 
-    spec = resolve(args.template, **_spec_overrides(args))
+    # validated here (ClusterSpec), before the daemon is asked for anything
+    spec = resolve(args.template, **_spec_overrides(args), context=args.context,
+                   pod_patch=_pod_patch(args.pod_patch))
     p = plan(spec)
     if args.dry_run:
         if spec.provider == "eks":
@@ -171,20 +195,11 @@ def cmd_scale(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    daemon = _daemon()
-    seen: dict[str, int] = {}
-    while True:
-        logs = daemon.logs(args.name, tail=None)
-        for component, lines in sorted(logs.items()):
-            start = seen.get(component)
-            if start is None:
-                start = max(0, len(lines) - args.tail) if args.tail else 0
-            for line in lines[start:]:
-                print(f"[{component}] {line}", flush=True)
-            seen[component] = len(lines)
-        if not args.follow:
-            return 0
-        time.sleep(1.0)
+    from recc.logfollow import follow
+
+    for component, line in follow(_daemon(), args.name, tail=args.tail or None, keep_going=args.follow):
+        print(f"[{component}] {line}", flush=True)
+    return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -299,6 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--persist", action="store_true", default=None,
                    help="survive the daemon's stop (logout) until its own heartbeat TTL or idle timeout")
     p.add_argument("--yes", "-y", action="store_true", help="confirm a cost above max_cost_per_hour")
+    p.add_argument("--context", help="EKS: the context to make it in (default: the template's, else the "
+                                      "daemon's RECC_CONTEXT / adhoc)")
+    p.add_argument("--pod-patch", metavar="FILE.yaml",
+                   help="EKS: extra pod-template fields merged into the scheduler's and workers' pods "
+                        "(docs/eks-operations.md, Expert access); checked before anything is made")
     p.add_argument("--dry-run", action="store_true",
                    help="print what would be created (for EKS: Kubernetes YAML a person can kubectl apply)")
     p.add_argument("--json", action="store_true")

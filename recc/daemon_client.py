@@ -228,6 +228,16 @@ class DaemonClient:
         query = f"?{urlencode({'tail': tail})}" if tail is not None else ""
         return self.request("GET", f"/v1/clusters/{quote(name, safe='')}/logs{query}")["logs"]
 
+    def logs_page(self, name: str, tail: int | None = None, since_seconds: int | None = None,
+                  timestamps: bool = False) -> dict[str, Any]:
+        """``{"logs": {component: lines}, "timestamps": bool}``; where the provider can (EKS), only the
+        last ``since_seconds`` and each line prefixed by its RFC 3339 time (see `recc.logfollow`)."""
+        params: dict[str, Any] = {k: v for k, v in (("tail", tail), ("since_seconds", since_seconds)) if v}
+        if timestamps:
+            params["timestamps"] = "true"
+        query = f"?{urlencode(params)}" if params else ""
+        return self.request("GET", f"/v1/clusters/{quote(name, safe='')}/logs{query}")
+
     def shutdown(self) -> None:
         self.request("POST", "/v1/shutdown")
 

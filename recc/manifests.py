@@ -32,6 +32,10 @@ HEARTBEAT_LEASE = "recc-heartbeat"
 # (the owner as given, and the harvest timeouts), as JSON. On the Lease: the user's "extend" (epoch s).
 HARVEST_ANNOTATION = "recc.dev/harvest"
 EXTENDED_ANNOTATION = "recc.dev/extended-until"
+# The id of the daemon that made a cluster (reccd.identity): a label on its namespace, a tag on its
+# AWS resources. A daemon's restart sweep removes only leftovers with its own id (docs/eks.md).
+DAEMON_LABEL = "recc.dev/daemon"
+DAEMON_TAG = "recc:daemon"
 
 SCHEDULER_PORT = 8786
 DASHBOARD_PORT = 8787
@@ -152,7 +156,9 @@ def harvest_annotation(spec: ClusterSpec, names: Names) -> str:
     """The owner and the harvest settings of a cluster, as the reaper reads them (compact JSON)."""
     import json
 
-    return json.dumps({"user": names.user, "cluster": names.cluster, "idle_timeout": spec.idle_timeout,
+    # the context too: a reaper run without --context deletes through the context the cluster was made in
+    return json.dumps({"user": names.user, "cluster": names.cluster, "context": spec.context,
+                       "idle_timeout": spec.idle_timeout,
                        "no_client_timeout": spec.no_client_timeout, "harvest_warning": spec.harvest_warning,
                        "heartbeat_ttl": spec.heartbeat_ttl}, separators=(",", ":"), sort_keys=True)
 

@@ -156,3 +156,12 @@ def load_context(name: str | None = None, settings: Mapping[str, Any] | None = N
                         hint=(f"configured contexts: {', '.join(sorted(map(str, contexts)))}" if contexts
                               else "add it under contexts: in config.yaml (see docs/eks.md)"))
     return Context.from_dict(name, contexts[name])
+
+
+def all_contexts(settings: Mapping[str, Any] | None = None) -> dict[str, Context]:
+    """Every configured context by name; `SpecError` naming a broken one, none configured included."""
+    cfg = load_user_config() if settings is None else settings
+    contexts = cfg.get("contexts") or {}
+    if not isinstance(contexts, Mapping) or not contexts:
+        raise SpecError("no contexts are configured", hint="add them under contexts: in config.yaml (see docs/eks.md)")
+    return {str(name): Context.from_dict(str(name), data) for name, data in contexts.items()}

@@ -35,6 +35,7 @@ from reccd.credserver import CredentialsEndpoint, credential_routes, refresh_loo
 from reccd.providers import PROVIDER_ARGS
 from reccd.events import EventBus
 from reccd.keepalive import KeepAlive
+from reccd.identity import daemon_id
 from reccd.manager import ClusterManager
 from reccd.reconcile import reconcile
 from reccd.server import RUNNER_LIMITS, make_app
@@ -143,6 +144,7 @@ async def serve(job_parent: int | None = None) -> None:
         await state.open()
         bus = EventBus()
         manager = ClusterManager(state, bus, ensure_private_dir(data / "clusters"))
+        manager.daemon_id = daemon_id(data)  # stamps what this daemon makes (scopes its orphan sweep)
         config = load_user_config()
         if config.get("max_cost_per_hour") is not None:
             manager.max_cost_per_hour = float(config["max_cost_per_hour"])

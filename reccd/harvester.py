@@ -39,13 +39,21 @@ class Source:
 
     def __init__(self, label: str, data: Path, socket: Path | None) -> None:
         self.label, self.data, self.socket, self.db = label, data, socket, data / "state.db"
-        self._providers: dict[str, Provider] = {}
+        self._providers: dict[tuple[str, str | None], Provider] = {}
         self._state: State | None = None  # opened only to record a deletion
 
-    def provider(self, name: str) -> Provider:
-        if name not in self._providers:
-            self._providers[name] = load_provider(name, workdir=self.data / "clusters" / name)
-        return self._providers[name]
+    def provider(self, name: str, context: str | None = None) -> Provider:
+        """The provider ``name``; for eks, in ``context`` (the cluster's own, as its daemon would use)."""
+        key = (name, context if name == "eks" else None)
+        if key not in self._providers:
+            kwargs = {"context": key[1]} if key[1] else {}
+            self._providers[key] = load_provider(name, workdir=self.data / "clusters" / name, **kwargs)
+        return self._providers[key]
+
+    def provider_for(self, row: dict[str, Any]) -> Provider:
+        """A row's provider in its cluster's context (spec, else checkpoint; older rows: the default)."""
+        context = (row.get("spec") or {}).get("context") or (row.get("checkpoint") or {}).get("context")
+        return self.provider(row["provider"], context)
 
     def daemon_alive(self) -> bool:
         """Whether this folder's daemon answers (a frozen one does not, within 5 s)."""
@@ -118,7 +126,7 @@ async def judge(src: Source, row: dict[str, Any], daemon_alive: bool) -> dict[st
     if status in HALF_MADE:
         return verdict("harvest", f"it was {status} when its daemon stopped; nobody will finish it")
     try:
-        provider = src.provider(row["provider"])
+        provider = src.provider_for(row)
         spec = ClusterSpec.from_dict(row["spec"]) if row["spec"] else ClusterSpec()  # unreadable: defaults
     except RECCError as exc:
         return verdict("keep", f"cannot check it: {exc.message}")
@@ -138,7 +146,7 @@ async def delete_recorded(src: Source, row: dict[str, Any], result: dict[str, An
 
     state = await src.state()
     cid, reason = row["id"], f"harvested: {result['reason']}"
-    provider = src.provider(row["provider"])
+    provider = src.provider_for(row)
     await state.add_event(cid, "cluster.harvested", f"harvested by {BY}: {result['reason']}",
                           {"reason": result["reason"], "clock": result["clock"], "by": BY})
     await state.update(cid, status=ClusterStatus.DELETING.value)  # live until done: a failure can be retried
@@ -233,11 +241,15 @@ def main(argv: list[str] | None = None) -> int:
             print(cronjob_yaml(args), end="")
             return 0
         if args.provider == "eks":
-            from reccd.contexts import load_context
-            from reccd.reaper import reap
+            from reccd.contexts import all_contexts, load_context
+            from reccd.reaper import reap, reap_all
 
-            results = asyncio.run(reap(load_context(args.context), dry_run=args.dry_run, grace=args.grace,
-                                       workdir=data_dir() / "reaper"))
+            if args.context:
+                results = asyncio.run(reap(load_context(args.context), dry_run=args.dry_run, grace=args.grace,
+                                           workdir=data_dir() / "reaper", contexts=all_contexts()))
+            else:  # every configured EKS cluster; each namespace in the context it records
+                results = asyncio.run(reap_all(all_contexts(), dry_run=args.dry_run, grace=args.grace,
+                                               workdir=data_dir() / "reaper"))
         else:
             results = asyncio.run(harvest(args.dry_run))
         print(json.dumps(results, indent=2) if args.json else table(results, args.dry_run))
@@ -254,7 +266,9 @@ def add_eks_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--provider", choices=["local", "eks"], default="local",
                         help="eks: judge every RECC namespace of the context's EKS cluster by its heartbeat "
                              "Lease and idle facts (the in-cluster reaper); local (default): this user's daemons")
-    parser.add_argument("--context", help="the EKS context (default: RECC_CONTEXT, else adhoc)")
+    parser.add_argument("--context", help="the EKS context (--print-cronjob default: RECC_CONTEXT, else adhoc; "
+                                          "--provider eks default: every configured EKS cluster, each "
+                                          "namespace in the context it was made in)")
     parser.add_argument("--grace", type=float, default=15 * 60.0,
                         help="seconds a RECC namespace may live without a heartbeat Lease (default 900)")
     parser.add_argument("--print-cronjob", action="store_true",

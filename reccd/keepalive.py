@@ -82,10 +82,20 @@ class KeepAlive:
     def _interval(spec: ClusterSpec) -> float:
         return max(0.5, min(HEARTBEAT_INTERVAL, spec.heartbeat_ttl / 3))
 
+    @staticmethod
+    def _extension(provider: Any, row: dict[str, Any]) -> dict[str, Any]:
+        """The user's `recc extend`, for providers whose heartbeat carries it to an in-cluster reaper
+        (EKS: an annotation on the Lease); the daemon's own harvest reads it from the row."""
+        if getattr(provider, "heartbeat_carries_extension", False) and row.get("extended_until"):
+            return {"extended_until": row["extended_until"]}
+        return {}
+
     async def _renew(self, row: dict[str, Any], spec: ClusterSpec) -> None:
         """Heartbeat a cluster under construction; before its scheduler answers there is nothing to renew."""
         try:
-            await self.manager.provider_for(row).heartbeat(row["name"], row["checkpoint"], spec.heartbeat_ttl)
+            provider = self.manager.provider_for(row)
+            await provider.heartbeat(row["name"], row["checkpoint"], spec.heartbeat_ttl,
+                                     **self._extension(provider, row))
             self._last_beat[row["id"]] = time.time()
         except RECCError:
             pass
@@ -97,7 +107,8 @@ class KeepAlive:
         try:
             provider = self.manager.provider_for(row)
             try:
-                facts = await provider.heartbeat(row["name"], row["checkpoint"] or {}, spec.heartbeat_ttl)
+                facts = await provider.heartbeat(row["name"], row["checkpoint"] or {}, spec.heartbeat_ttl,
+                                                 **self._extension(provider, row))
             except RECCError as exc:
                 log.warning("heartbeat to %s failed: %s", row["name"], exc.message)
                 return

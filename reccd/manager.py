@@ -51,6 +51,7 @@ class ClusterManager:
         self.workdir = workdir
         self.owner = getpass.getuser()
         self.max_cost_per_hour: float | None = None
+        self.daemon_id: str | None = None  # reccd.identity; set by the daemon before the first provider
         # keyed by (provider, context): one daemon serves clusters of several EKS contexts
         self._providers: dict[tuple[str, str | None], Provider] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -75,6 +76,8 @@ class ClusterManager:
         key = (name, context if name == "eks" else None)
         if key not in self._providers:
             kwargs: dict[str, Any] = {"context": context} if key[1] else {}
+            if name == "eks":  # its objects carry the daemon's id, so its orphan sweep sees only its own
+                kwargs["daemon_id"] = self.daemon_id
             self._providers[key] = load_provider(name, workdir=self.workdir / name, **kwargs)
         return self._providers[key]
 
@@ -396,7 +399,11 @@ class ClusterManager:
             await self.set_status(row, ClusterStatus.DELETED, reason, deleted_at=time.time(), deleted_by="reconcile",
                                   deleted_reason=reason)
 
-    async def logs(self, name: str, tail: int | None) -> dict[str, list[str]]:
+    async def logs(self, name: str, tail: int | None, since_seconds: int | None = None,
+                   timestamps: bool = False) -> tuple[dict[str, list[str]], bool]:
+        """Log lines per component and whether they carry timestamps. Providers that can
+        (``incremental_logs``: EKS) answer ``since_seconds`` / ``timestamps``; the others, and a gone
+        cluster's kept tail, answer whole logs without timestamps (clients then count lines)."""
         row = await self.state.find_live(name)
         if row is None:
             gone = await self.state.gone_by_name(name)
@@ -404,8 +411,12 @@ class ClusterManager:
                 await self.find(name)  # raises, naming the running clusters
             assert gone is not None
             logs = gone.get("logs_tail") or {}
-            return {k: v[-tail:] if tail else v for k, v in logs.items()}
-        return await self.provider_for(row).logs(row["name"], row["checkpoint"] or {}, tail)
+            return {k: v[-tail:] if tail else v for k, v in logs.items()}, False
+        provider = self.provider_for(row)
+        if getattr(provider, "incremental_logs", False):
+            return await provider.logs(row["name"], row["checkpoint"] or {}, tail,  # type: ignore[call-arg]
+                                       since_seconds=since_seconds, timestamps=timestamps), timestamps
+        return await provider.logs(row["name"], row["checkpoint"] or {}, tail), False
 
     # -- stop ------------------------------------------------------------------------------
 

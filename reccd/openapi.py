@@ -69,7 +69,9 @@ OPENAPI: dict[str, Any] = {
             "responses": _ok({"type": "object"})}},
         "/v1/clusters/{name}/logs": {"get": {
             "summary": "log lines per component", "parameters": NAME + [
-                {"name": "tail", "in": "query", "schema": {"type": "integer", "minimum": 0}}],
+                {"name": "tail", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                {"name": "since_seconds", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                {"name": "timestamps", "in": "query", "schema": {"type": "boolean"}}],
             "responses": _ok({"type": "object"})}},
         "/v1/events": {"get": {
             "summary": "event stream, one JSON object per line",

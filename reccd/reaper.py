@@ -76,22 +76,28 @@ class Reaper:
     """One pass over the RECC namespaces of one context's EKS cluster."""
 
     def __init__(self, context: Context, workdir: Path | None = None, *, grace: float = NO_LEASE_GRACE,
-                 events_namespace: str = REAPER_NAMESPACE, poll: float = 1.0) -> None:
+                 events_namespace: str = REAPER_NAMESPACE, poll: float = 1.0,
+                 contexts: dict[str, Context] | None = None) -> None:
         self.context, self.workdir, self.grace, self.poll = context, workdir, grace, poll
         self.events_namespace = events_namespace
+        # other configured contexts on the same EKS cluster: a namespace is deleted through the one it records
+        self.contexts = {name: c for name, c in (contexts or {}).items() if same_eks_cluster(c, context)}
         self.lister = EksApis(workdir, context, user=REAPER_USER)
-        self._providers: dict[str, EksProvider] = {}
+        self._providers: dict[tuple[str, str], EksProvider] = {}
 
-    def provider(self, user: str) -> EksProvider:
-        """The owner's provider: its calls carry the owner's session tag, as the daemon's do."""
-        if user not in self._providers:
-            self._providers[user] = EksProvider(self.workdir, self.context, user=user, poll=self.poll)
-        return self._providers[user]
+    def provider(self, user: str, context: str | None = None) -> EksProvider:
+        """The owner's provider in the cluster's own context (else the reaper's): its calls carry the
+        owner's session tag and that context's role and settings, as the daemon's do."""
+        ctx = self.contexts.get(context or "", self.context)
+        if (user, ctx.name) not in self._providers:
+            self._providers[(user, ctx.name)] = EksProvider(self.workdir, ctx, user=user, poll=self.poll)
+        return self._providers[(user, ctx.name)]
 
     async def judge(self, ns: Any) -> dict[str, Any]:
         name = ns.metadata.name
         user, cluster, settings = owner_of(ns)
         out: dict[str, Any] = {"name": cluster or name, "namespace": name, "user": user, "source": f"eks:{name}",
+                               "context": settings.get("context") or self.context.name,
                                "action": "keep", "clock": None, "reason": "", "seconds_left": None,
                                "deleted": False, "error": None}
         if not user or not cluster or M.namespace_name(user, cluster) != name:
@@ -105,7 +111,7 @@ class Reaper:
                                  lease_time(ns.metadata.creation_timestamp) or now, now=now, grace=self.grace)
         if verdict is None:  # the daemon is alive: judge idleness as it would (it may be asleep meanwhile)
             try:
-                facts = await self.provider(user).idle_facts(cluster, {})
+                facts = await self.provider(user, settings.get("context")).idle_facts(cluster, {})
             except RECCError as exc:
                 out["reason"] = f"heartbeat Lease is fresh; the scheduler did not answer ({exc.message})"
                 return out
@@ -120,7 +126,7 @@ class Reaper:
 
     async def remove(self, result: dict[str, Any]) -> None:
         try:
-            await self.provider(result["user"]).delete(result["name"], None)
+            await self.provider(result["user"], result["context"]).delete(result["name"], None)
             result["deleted"] = True
         except RECCError as exc:
             result["error"] = exc.message
@@ -163,7 +169,28 @@ class Reaper:
             await self.lister.close_api()
 
 
+def same_eks_cluster(a: Context, b: Context) -> bool:
+    """Whether two contexts reach the same EKS cluster (region, name and API server)."""
+    return (a.region, a.eks_cluster, a.kubernetes_api_url) == (b.region, b.eks_cluster, b.kubernetes_api_url)
+
+
 async def reap(context: Context, *, dry_run: bool = False, workdir: Path | None = None,
-               grace: float = NO_LEASE_GRACE, poll: float = 1.0) -> list[dict[str, Any]]:
-    """One reaper pass over ``context``'s EKS cluster (see the module docstring)."""
-    return await Reaper(context, workdir, grace=grace, poll=poll).run(dry_run)
+               grace: float = NO_LEASE_GRACE, poll: float = 1.0,
+               contexts: dict[str, Context] | None = None) -> list[dict[str, Any]]:
+    """One reaper pass over ``context``'s EKS cluster (see the module docstring); ``contexts``: the
+    configured ones a namespace may record as its own (deleted through that one)."""
+    return await Reaper(context, workdir, grace=grace, poll=poll, contexts=contexts).run(dry_run)
+
+
+async def reap_all(contexts: dict[str, Context], *, dry_run: bool = False, workdir: Path | None = None,
+                   grace: float = NO_LEASE_GRACE, poll: float = 1.0) -> list[dict[str, Any]]:
+    """`recc harvest --provider eks` without ``--context``: one pass per distinct EKS cluster of the
+    configured contexts, each namespace judged and deleted in the context it was made in."""
+    passes: list[Context] = []
+    for ctx in contexts.values():
+        if ctx.eks_cluster and not any(same_eks_cluster(ctx, p) for p in passes):
+            passes.append(ctx)
+    results: list[dict[str, Any]] = []
+    for ctx in passes:
+        results += await reap(ctx, dry_run=dry_run, workdir=workdir, grace=grace, poll=poll, contexts=contexts)
+    return results

@@ -211,7 +211,15 @@ def make_app(manager: ClusterManager, bus: EventBus, info: dict[str, Any],
             raise BadRequest("tail must be a whole number") from None
         if tail is not None and tail < 0:
             raise BadRequest("tail must not be negative")
-        return web.json_response({"logs": await manager.logs(request.match_info["name"], tail)})
+        try:  # only the last so many seconds (follow rounds): providers with incremental logs
+            since = int(request.query["since_seconds"]) if "since_seconds" in request.query else None
+        except ValueError:
+            raise BadRequest("since_seconds must be a whole number of seconds") from None
+        if since is not None and since < 1:
+            raise BadRequest("since_seconds must be at least 1")
+        stamped = request.query.get("timestamps", "false").lower() in ("1", "true")
+        logs, stamped = await manager.logs(request.match_info["name"], tail, since, stamped)
+        return web.json_response({"logs": logs, "timestamps": stamped})
 
     @routes.get("/v1/events")
     async def events(request: web.Request) -> web.StreamResponse:

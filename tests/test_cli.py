@@ -89,3 +89,34 @@ def test_up_dry_run_shows_kubernetes_yaml_and_creates_nothing(recc_dirs) -> None
     assert workers, "the worker Deployment should have one replica per worker"
     assert "PRIVATE KEY-----\nMI" not in out.stdout  # placeholders, never key material
     assert not (Path(recc_dirs["RECC_RUNTIME_DIR"]) / "reccd.sock").exists()  # no daemon was needed
+
+
+def test_up_pod_patch_is_checked_before_anything_is_made(recc_dirs, tmp_path) -> None:
+    import yaml
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("spec:\n  hostNetwork: true\n")
+    out = recc("up", "small-cluster-small-workers", "--workers", "1", "--pod-patch", str(bad))
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("recc: ") and "hostNetwork" in out.stderr, out.stderr
+    assert not (Path(recc_dirs["RECC_RUNTIME_DIR"]) / "reccd.sock").exists()  # refused before any daemon
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("spec: [unclosed\n")
+    out = recc("up", "small-cluster-small-workers", "--pod-patch", str(broken))
+    assert out.returncode == 1 and "not valid YAML" in out.stderr, out.stderr
+
+    good = tmp_path / "good.yaml"
+    good.write_text("metadata:\n  annotations: {team: quant}\nspec:\n  priorityClassName: research-high\n")
+    out = recc("up", "small-cluster-small-workers", "--workers", "2", "--name", "p", "--pod-patch", str(good),
+               "--dry-run")
+    assert out.returncode == 0, out.stderr
+    pods = [d["spec"]["template"] for d in yaml.safe_load_all(out.stdout) if d and d["kind"] == "Deployment"]
+    assert len(pods) == 2  # the scheduler's and the workers'
+    assert all(p["spec"]["priorityClassName"] == "research-high" for p in pods)
+    assert all(p["metadata"]["annotations"]["team"] == "quant" for p in pods)
+
+
+def test_up_context_reaches_the_daemon(daemon) -> None:
+    out = recc("up", "small-cluster-small-workers", "--workers", "1", "--context", "nope", "--name", "ctx")
+    assert out.returncode == 1 and "context 'nope' is not configured" in out.stderr, out.stderr
+    assert daemon.client().list_clusters(include_gone=True) == []  # refused before anything existed

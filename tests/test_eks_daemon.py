@@ -97,12 +97,25 @@ def test_large_template_through_the_daemon_by_port_forward(world, recc_dirs):
                 assert world.namespaces(ns) == [ns]
 
                 # recc logs --follow: the pods' logs through the API, new lines as they come
+                from tests.fakekube.streams import log_requests
+
+                first_read = len(log_requests)
                 follower, lines = follow_logs(d.env, name)
                 wait_line(lines, "[scheduler]", 60)
                 marker = f"marker-{time.time_ns()}"
                 assert client.submit(shout, marker, pure=False).result() == marker
                 line = wait_line(lines, marker, 30)
                 assert line.startswith("[recc-worker-")
+                time.sleep(4)  # more follow rounds, each overlapping the last by a few seconds
+                again = []
+                while not lines.empty():
+                    again.append(lines.get())
+                assert not [x for x in again if marker in x], again  # each line once
+                # each round after the first reads only the last seconds of each pod's log, not all of it
+                reads = [(pod, int(size)) for ns_, pod, size in log_requests[first_read:] if ns_ == ns]
+                sched = [size for pod, size in reads if pod.startswith("recc-scheduler")]
+                assert len(sched) >= 4 and sched[0] > 2000, sched
+                assert max(sched[1:]) < sched[0] / 4, sched
         finally:
             if follower is not None:
                 follower.kill()
@@ -192,4 +205,57 @@ def test_auto_route_prefers_the_load_balancer_and_falls_back(world, recc_dirs):
     finally:
         print(d.log)  # shown when the test fails
         d.cleanup()
+    assert leftovers(world) == EMPTY
+
+
+def test_two_daemons_of_one_user_restart_sweeps_only_its_own(world, recc_dirs):
+    """A desktop and a laptop (two data folders, one user, one context) each make a cluster; the
+    desktop's daemon crashes and restarts: its sweep keeps the laptop's cluster, which still computes."""
+    import os
+    import signal
+    import stat
+    from pathlib import Path
+
+    from recc.cluster import security_from
+    from tests.harness import make_dirs
+
+    desktop = eks_daemon(world, recc_dirs)
+    laptop = eks_daemon(world, make_dirs())
+    spec = {"template": "small-cluster-small-workers", "provider": "eks", "n_workers": 1,
+            "instance_type": "t3.xlarge", "worker_memory": "1GiB", "scheduler_cpu": 0.5, "scheduler_memory": "1GiB"}
+    try:
+        desktop.client().create_cluster(spec, "on-desktop")
+        laptop.client().create_cluster(spec, "on-laptop")
+        deadline = time.monotonic() + 240
+        while {desktop.client().get_cluster("on-desktop")["status"],
+               laptop.client().get_cluster("on-laptop")["status"]} != {"running"}:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        ids = []
+        for d in (desktop, laptop):
+            path = Path(d.dirs["RECC_DATA_DIR"]) / "daemon-id"
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+            ids.append(path.read_text().strip())
+        assert ids[0] != ids[1]
+        with world.kube() as c:
+            from kubernetes import client as k8s
+
+            labels = k8s.CoreV1Api(c).read_namespace(M.namespace_name(USER, "on-laptop")).metadata.labels
+        assert labels[M.DAEMON_LABEL] == ids[1]
+        laptop_ns = M.namespace_name(USER, "on-laptop")
+        before = leftovers(world, laptop_ns)
+        assert before["groups"] and before["instances"] and before["namespaces"] == [laptop_ns]
+
+        os.killpg(desktop.proc.pid, signal.SIGKILL)  # the desktop's daemon crashes ...
+        desktop.proc.wait()
+        desktop.start()  # ... and comes back: reconcile and its orphan sweep run before it answers
+        assert desktop.client().get_cluster("on-desktop")["status"] == "running"  # adopted again
+        assert leftovers(world, laptop_ns) == before  # namespace, group, running instances all there
+        conn = laptop.client().connection("on-laptop")
+        with Client(conn["address"], security=security_from(conn), direct_to_workers=False, timeout=60) as c:
+            assert c.submit(sum, [20, 22]).result() == 42
+    finally:
+        print(desktop.log, laptop.log)  # shown when the test fails
+        desktop.cleanup()
+        laptop.cleanup()
     assert leftovers(world) == EMPTY

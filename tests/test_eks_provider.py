@@ -96,7 +96,8 @@ def test_create_compute_delete(aws_env, tmp_path):
     spec = resolve("small-cluster-small-workers", n_workers=2, instance_type="t3.xlarge",
                    worker_memory="1GiB", scheduler_cpu=0.5, scheduler_memory="1GiB", heartbeat_ttl=600)
     tls = make_cluster_tls("e2e")
-    provider = EksProvider(tmp_path, context(servers), user=USER, poll=0.25)
+    provider = EksProvider(tmp_path, context(servers), user=USER, poll=0.25, daemon_id="d1desktop")
+    other = EksProvider(tmp_path / "other", context(servers), user=USER, poll=0.25, daemon_id="d2laptop")
     ns = M.namespace_name(USER, "e2e")
 
     async def main():
@@ -108,7 +109,8 @@ def test_create_compute_delete(aws_env, tmp_path):
                     if k in seen[-1]] == ["policy", "groups", "secret", "deployments", "service", "ready"]
             group = seen[-1]["groups"][0]
             assert group["name"] == "recc-arathe-t3-xlarge-e2e" and group["desired"] == 1
-            assert await provider.list_owned() == ["e2e"]
+            assert await provider.list_owned() == ["e2e"]  # ours, no Lease: a restart would sweep it
+            assert await other.list_owned() == []  # another daemon's: never
 
             # the daemon's way: a localhost tunnel whose upstream is a port-forward to the scheduler
             endpoints = provider.endpoints("e2e", seen[-1])
@@ -135,6 +137,8 @@ def test_create_compute_delete(aws_env, tmp_path):
             lease = provider.k8s_sync("coord", "read_namespaced_lease", M.HEARTBEAT_LEASE, ns)
             assert lease.spec.lease_duration_seconds == 600 and lease.spec.renew_time is not None
             await provider.heartbeat("e2e", seen[-1], ttl=600)  # renews the existing lease
+            assert lease.spec.holder_identity == f"reccd/{USER}/d1desktop"
+            assert await provider.list_owned() == []  # a fresh Lease protects, even our own
 
             # an expired token is refreshed, not surfaced
             servers["fake"].expire_tokens()
@@ -154,6 +158,7 @@ def test_create_compute_delete(aws_env, tmp_path):
             await provider.delete("e2e", seen[-1] if seen else None)
             await provider.delete("e2e", seen[-1] if seen else None)  # idempotent
             await provider.close()
+            await other.close()
 
     asyncio.run(main())
     assert leftovers(servers, ns) == {"groups": [], "instances": [], "namespaces": [], "templates": []}

@@ -199,3 +199,86 @@ async def closing(provider, *steps):
         return await asyncio.gather(*steps)
     finally:
         await provider.close()
+
+
+def _wait_status(client, names, status="running", timeout=240.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = {n: client.get_cluster(n)["status"] for n in names}
+        if set(seen.values()) == {status}:
+            return
+        assert "failed" not in seen.values() and time.monotonic() < deadline, seen
+        time.sleep(0.5)
+
+
+def _lease(url, ns):
+    with kube(url) as c:
+        try:
+            return k8s.CoordinationV1Api(c).read_namespaced_lease(M.HEARTBEAT_LEASE, ns)
+        except k8s.ApiException:
+            return None
+
+
+@pytest.mark.slow
+def test_reaper_through_a_frozen_daemon_and_an_extension(servers, recc_dirs):
+    """A real daemon makes two clusters in context ``lab`` (not the default), is frozen with SIGSTOP, and
+    the reaper runs as the CronJob would but without ``--context``: the cluster with a short Lease is
+    removed completely; the idle one the user extended is kept until the extension passes."""
+    from tests.eks_env import EMPTY, USER as ME, EksWorld, eks_daemon, leftovers as world_leftovers
+
+    world = EksWorld(servers["moto_url"], servers["fake"], servers["url"], servers["role_arn"],
+                     servers["template"])
+    d = eks_daemon(world, recc_dirs, contexts={"lab": world.context()})  # no "adhoc": the default is absent
+    client = d.client()
+    small = {"template": "small-cluster-small-workers", "provider": "eks", "n_workers": 1, "context": "lab",
+             "instance_type": "t3.xlarge", "worker_memory": "1GiB", "scheduler_cpu": 0.5,
+             "scheduler_memory": "1GiB"}
+    gone_ns, kept_ns = M.namespace_name(ME, "laptop-shut"), M.namespace_name(ME, "extended")
+    stopped = False
+
+    def reaper():
+        done = subprocess.run([sys.executable, "-m", "recc.cli", "harvest", "--provider", "eks", "--json"],
+                              env=d.env, capture_output=True, text=True, timeout=240, cwd=ROOT)
+        assert done.returncode == 0, done.stderr
+        return {r["namespace"]: r for r in json.loads(done.stdout)}
+
+    try:
+        client.create_cluster(dict(small, heartbeat_ttl=3), "laptop-shut")
+        client.create_cluster(dict(small, heartbeat_ttl=600, idle_timeout=20, no_client_timeout=None,
+                                   harvest_warning=1), "extended")
+        _wait_status(client, ["laptop-shut", "extended"])
+        deadline = time.monotonic() + 20
+        while not (client.get_cluster("extended").get("harvest") or {}).get("deadline"):
+            assert time.monotonic() < deadline, "the daemon never judged the cluster's idleness"
+            time.sleep(0.2)
+        idle_deadline = client.get_cluster("extended")["harvest"]["deadline"]  # 20 s after its last activity
+        asked = time.time()
+        client.extend("extended", 0.5)  # keep it 30 s from now: past the idle deadline
+        deadline = time.monotonic() + 20  # the next heartbeat carries the extension to the Lease
+        while (_lease(servers["url"], kept_ns).metadata.annotations or {}).get(M.EXTENDED_ANNOTATION) is None:
+            assert time.monotonic() < deadline, "the extension never reached the Lease"
+            time.sleep(0.2)
+        extended_until = float(_lease(servers["url"], kept_ns).metadata.annotations[M.EXTENDED_ANNOTATION])
+        assert asked + 29 < extended_until < time.time() + 31 and extended_until > idle_deadline + 2
+        os.kill(d.proc.pid, signal.SIGSTOP)  # the laptop's lid closes
+        stopped = True
+        time.sleep(max(4.0, idle_deadline + 1 - time.time()))  # past the short Lease and the idle deadline
+
+        results = reaper()
+        assert results[gone_ns]["deleted"] and "heartbeat Lease expired" in results[gone_ns]["reason"], results
+        assert results[gone_ns]["context"] == "lab"
+        assert world_leftovers(world, gone_ns) == EMPTY
+        assert results[kept_ns]["action"] == "keep" and not results[kept_ns]["deleted"], results[kept_ns]
+        assert world.namespaces(kept_ns) == [kept_ns]
+
+        time.sleep(max(0.0, extended_until - time.time() + 0.5))
+        results = reaper()
+        assert results[kept_ns]["deleted"], results[kept_ns]
+        assert "extended" in results[kept_ns]["reason"], results[kept_ns]
+        assert world_leftovers(world, kept_ns) == EMPTY
+    finally:
+        if stopped:
+            os.kill(d.proc.pid, signal.SIGCONT)
+        print(d.log)  # shown when the test fails
+        d.cleanup()
+    assert world_leftovers(world) == EMPTY

@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from tests.fakekube import kinds as K
@@ -53,6 +54,24 @@ class Runtime:
     @property
     def log_path(self) -> Path:
         return self.folder / "container.log"
+
+
+async def _stamp_lines(stream: asyncio.StreamReader | None, path: Path) -> None:
+    """Append each line of ``stream`` to ``path`` as ``<RFC 3339 nano time> <line>`` (the CRI log form)."""
+    if stream is None:
+        return
+    with open(path, "ab") as out:
+        while True:
+            try:
+                line = await stream.readline()
+            except ValueError:  # a line over the reader's limit: take what is there
+                line = await stream.read(2**16)
+            if not line:
+                return
+            now = datetime.now(timezone.utc)
+            stamp = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond:06d}000Z"
+            out.write(stamp.encode() + b" " + (line if line.endswith(b"\n") else line + b"\n"))
+            out.flush()
 
 
 def _free_port() -> int:
@@ -215,10 +234,12 @@ class Kubelet:
         rt.started = True
         if self.run_processes:
             try:
-                with open(rt.log_path, "ab") as out:
-                    rt.proc = await asyncio.create_subprocess_exec(
-                        *argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                        start_new_session=True, preexec_fn=_die_with_parent)
+                # through a pipe: each line is stored with the time it arrived, as a container runtime
+                # does, so the log endpoint can answer timestamps=true and sinceSeconds
+                rt.proc = await asyncio.create_subprocess_exec(
+                    *argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
+                self._spawn(_stamp_lines(rt.proc.stdout, rt.log_path))
             except OSError as exc:
                 rt.exit_code = 128
                 self._set_terminated(pod, rt, 128, "StartError", f"failed to start {argv[0]!r}: {exc}")

@@ -29,7 +29,7 @@ async def ensure_group(apis: EksApis, names: M.Names, instance_type: str, nodes:
     desired = min(nodes, ctx.max_nodes)
     if ctx.max_nodes_total is not None:
         desired = min(desired, ctx.max_nodes_total)
-    tags = tags_for(names)
+    tags = tags_for(names, getattr(apis, "daemon_id", None))
     template = await _ensure_launch_template(apis, group, instance_type, tags)
     asg_tags = dict(tags)
     asg_tags[f"kubernetes.io/cluster/{ctx.eks_cluster}"] = "owned"
@@ -54,10 +54,14 @@ async def ensure_group(apis: EksApis, names: M.Names, instance_type: str, nodes:
             "desired": desired, "max": ctx.max_nodes, "wanted": nodes}
 
 
-def tags_for(names: M.Names) -> dict[str, str]:
-    """The cost and ownership tags of every AWS resource of a cluster (propagated to instances)."""
-    return {MANAGED: "true", "recc:user": names.user, "recc:namespace": names.namespace,
+def tags_for(names: M.Names, daemon_id: str | None = None) -> dict[str, str]:
+    """The cost and ownership tags of every AWS resource of a cluster (propagated to instances);
+    with ``daemon_id``, the daemon that made it (its restart sweep touches only its own)."""
+    tags = {MANAGED: "true", "recc:user": names.user, "recc:namespace": names.namespace,
             "recc:job": names.job, "recc:cluster": names.cluster}
+    if daemon_id:
+        tags[M.DAEMON_TAG] = daemon_id
+    return tags
 
 
 async def _ensure_launch_template(apis: EksApis, group: str, instance_type: str, tags: dict[str, str]) -> str:

@@ -37,7 +37,7 @@ from recc import manifests as M
 from reccd.contexts import Context
 from reccd.providers import Checkpoint, ClusterTLS, Endpoint, Endpoints, ProviderStatus
 from reccd.providers.eks.apis import EksApis
-from reccd.providers.eks.capacity import delete_capacity, ensure_group, no_instances, own_groups
+from reccd.providers.eks.capacity import delete_capacity, ensure_group, no_instances
 from reccd.providers.eks.routes import AutoEndpoint, PortForwardEndpoint
 
 LB_CACHE_SECONDS = 30.0  # how long an auto route trusts its last look at the Service's load balancer
@@ -53,9 +53,11 @@ class EksProvider(EksApis):
 
     def __init__(self, workdir: Path | str | None = None, context: Context | str | None = None, *,
                  user: str | None = None, poll: float = 1.0, session_factory: Callable[[], Any] | None = None,
-                 worker_death_timeout: float = 120.0) -> None:
+                 worker_death_timeout: float = 120.0, daemon_id: str | None = None) -> None:
         super().__init__(workdir, context, user=user, session_factory=session_factory)
         self.poll = poll
+        # the daemon's id (reccd.identity), stamped on what it makes; None for the reaper and `recc orphans`
+        self.daemon_id = daemon_id
         self.worker_death_timeout = worker_death_timeout
         self._tls: dict[str, ClusterTLS] = {}
         self._tunnels: dict[str, Any] = {}  # namespace -> reccd.tunnel.Tunnel for the provider's own rpc
@@ -75,7 +77,8 @@ class EksProvider(EksApis):
 
         # the pods' datastore roots for this context (docs/eks-operations.md, "Data from pods")
         return dataclasses.replace(self.context.manifest_options(self.worker_death_timeout),
-                                   pod_env=pod_datastore_env(self.context.name))
+                                   pod_env=pod_datastore_env(self.context.name),
+                                   extra_labels={M.DAEMON_LABEL: self.daemon_id} if self.daemon_id else {})
 
     # ------------------------------------------------------------------ create
 
@@ -276,14 +279,25 @@ class EksProvider(EksApis):
         return sum(1 for w in ident.get("workers", {}).values()
                    if w.get("status") not in ("closing", "closing_gracefully", "closed", "failed"))
 
-    async def heartbeat(self, name: str, last: Checkpoint, ttl: float, timeout: float = 10.0) -> IdleFacts:
-        """Renew the ``recc-heartbeat`` Lease for ``ttl`` seconds and the scheduler's switch; its idle facts."""
+    # keepalive passes the user's "extend" (epoch seconds) so the in-cluster reaper honours it too
+    heartbeat_carries_extension: ClassVar[bool] = True
+
+    async def heartbeat(self, name: str, last: Checkpoint, ttl: float, timeout: float = 10.0,
+                        extended_until: float | None = None) -> IdleFacts:
+        """Renew the ``recc-heartbeat`` Lease for ``ttl`` seconds and the scheduler's switch; its idle facts.
+
+        ``extended_until`` (the daemon's `recc extend`) goes on the Lease as ``recc.dev/extended-until``."""
         if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
             raise BadRequest(f"a heartbeat ttl must be a positive number of seconds, got {ttl!r}")
         names = self._names(name)
-        lease = M.heartbeat_lease(names, holder=f"reccd/{self.user}", ttl=ttl, now_micro=_now_micro())
+        holder = f"reccd/{self.user}" + (f"/{self.daemon_id}" if self.daemon_id else "")
+        lease = M.heartbeat_lease(names, holder=holder, ttl=ttl, now_micro=_now_micro())
+        body: dict[str, Any] = {"spec": lease["spec"]}
+        if extended_until:
+            lease["metadata"]["annotations"] = {M.EXTENDED_ANNOTATION: f"{float(extended_until):.3f}"}
+            body["metadata"] = {"annotations": lease["metadata"]["annotations"]}
         patched = await self.k8s("coord", "patch_namespaced_lease", M.HEARTBEAT_LEASE, names.namespace,
-                                {"spec": lease["spec"]}, ok=(404,))
+                                body, ok=(404,))
         if patched is None:
             lease["spec"]["acquireTime"] = lease["spec"]["renewTime"]
             await self.k8s("coord", "create_namespaced_lease", names.namespace, lease, ok=(409,))
@@ -341,18 +355,15 @@ class EksProvider(EksApis):
             seen = self._lbs[name] = (time.monotonic(), await self.load_balancer(name))
         return seen[1]
 
-    async def logs(self, name: str, last: Checkpoint, tail: int | None = None) -> dict[str, list[str]]:
-        ns = self._names(name).namespace
-        pods = await self.k8s("core", "list_namespaced_pod", ns, ok=(404,))
-        out: dict[str, list[str]] = {}
-        for p in sorted(pods.items if pods else [], key=lambda p: (
-                (p.metadata.labels or {}).get("app.kubernetes.io/component") != "scheduler", p.metadata.name)):
-            comp = (p.metadata.labels or {}).get("app.kubernetes.io/component")
-            key = "scheduler" if comp == "scheduler" else p.metadata.name
-            kwargs = {"tail_lines": tail} if tail else {}
-            text = await self.k8s("core", "read_namespaced_pod_log", p.metadata.name, ns, ok=(400, 404), **kwargs)
-            out[key] = (text or "").splitlines()
-        return out
+    # logs(since_seconds=..., timestamps=True) answers only new lines (recc logs --follow; reccd.manager.logs)
+    incremental_logs: ClassVar[bool] = True
+
+    async def logs(self, name: str, last: Checkpoint, tail: int | None = None, since_seconds: int | None = None,
+                   timestamps: bool = False) -> dict[str, list[str]]:
+        """Pod logs through the API, one read per pod (reccd/providers/eks/logs.py)."""
+        from reccd.providers.eks.logs import pod_logs
+
+        return await pod_logs(self, name, tail, since_seconds, timestamps)
 
     async def status(self, names: Sequence[str], lasts: Sequence[Checkpoint]) -> list[ProviderStatus]:
         out = []
@@ -370,17 +381,11 @@ class EksProvider(EksApis):
         return out
 
     async def list_owned(self) -> list[str]:
-        found: set[str] = set()
-        namespaces = await self.k8s("core", "list_namespace",
-                                   label_selector=f"app.kubernetes.io/managed-by=reccd,recc.dev/user={M.label_value(self.user)}")
-        for ns in namespaces.items:
-            cluster = (ns.metadata.labels or {}).get("recc.dev/cluster")
-            if cluster:
-                found.add(cluster)
-        for g in await own_groups(self):
-            tags = {t["Key"]: t["Value"] for t in g.get("Tags", [])}
-            found.add(tags["recc:cluster"])
-        return sorted(found)
+        """This daemon's clusters on the EKS cluster that nobody heartbeats (reccd/providers/eks/sweep.py):
+        never another daemon's, never one with a fresh Lease."""
+        from reccd.providers.eks.sweep import sweepable
+
+        return await sweepable(self)
 
     # ------------------------------------------------------------------ scale and delete
 
