@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import urllib.request
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -18,10 +19,16 @@ def moto_server() -> Iterator[str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
     try:
-        yield f"http://{host}:{port}"
+        yield url
     finally:
-        server.stop()
+        # moto's backends are per process, not per server: another module's server on this
+        # xdist worker would otherwise see this module's groups and templates.
+        try:
+            urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=10).close()
+        finally:
+            server.stop()
 
 
 @contextmanager

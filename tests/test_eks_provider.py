@@ -79,8 +79,8 @@ def leftovers(servers, namespace: str) -> dict:
     with k8s.ApiClient(cfg) as c:
         namespaces = [n.metadata.name for n in k8s.CoreV1Api(c).list_namespace().items
                       if n.metadata.name == namespace]
-    templates = [t["LaunchTemplateName"] for t in ec2.describe_launch_templates()["LaunchTemplates"]
-                 if t["LaunchTemplateName"].startswith("recc-arathe")]
+    templates = [t["LaunchTemplateName"] for t in ec2.describe_launch_templates(
+        Filters=[{"Name": "tag:recc:namespace", "Values": [namespace]}])["LaunchTemplates"]]
     return {"groups": groups, "instances": running, "namespaces": namespaces, "templates": templates}
 
 

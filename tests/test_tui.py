@@ -187,9 +187,9 @@ async def test_daemon_killed_shows_banner_and_recovers(daemon) -> None:
         first_pid = daemon.proc.pid
 
         daemon.proc.kill()
-        await wait_for(pilot, lambda: banner.is_down and not app.daemon_up, "the banner", 20)
+        await wait_for(pilot, lambda: banner.is_down and not app.daemon_up, "the banner", 45)
         assert "DAEMON UNREACHABLE" in str(banner.render())
-        await wait_for(pilot, lambda: "attempt 2" in str(banner.render()), "a second reconnect attempt", 20)
+        await wait_for(pilot, lambda: "attempt 2" in str(banner.render()), "a second reconnect attempt", 45)
         assert app.clusters_screen.table.has_class("-stale")
 
         await asyncio.to_thread(daemon.proc.wait)
