@@ -169,8 +169,9 @@ def main() -> None:
                 ("create-to-first-result RECCCluster vs LocalCluster+TLS", med(recc_t), med(tls_t)),
                 ("create-to-first-result RECCCluster, daemon not running (cold) vs LocalCluster+TLS", cold, med(tls_t)),
                 ("close RECCCluster vs LocalCluster+TLS", med(recc_c), med(tls_c))]
-        by_route = routes(args.mb, args.route_runs or args.runs, args.tasks)
-        tunnel_g, tunnel_s = by_route["tunnel"]
+        route_runs = args.runs if args.route_runs is None else args.route_runs
+        by_route = routes(args.mb, route_runs, args.tasks) if route_runs else {}  # 0: `python -m bench --quick`
+        tunnel_g, tunnel_s = by_route.get("tunnel", (0.0, 0.0))
         for other in ("direct", "socat"):
             if other in by_route:
                 g, t = by_route[other]
@@ -179,7 +180,7 @@ def main() -> None:
         print("| figure | value s | baseline s | ratio |\n|---|---|---|---|")
         for name, value, baseline in rows:
             print(f"| {name} | {value:.3f} | {baseline:.3f} | {value / baseline:.2f} |")
-        if "socat" not in by_route:
+        if by_route and "socat" not in by_route:
             print("| gather/tiny tasks vs socat | socat not installed | - | - |")
         print("(gather rows: value = the other route's seconds, baseline = tunnel seconds, so the ratio is "
               "tunnel throughput / other throughput)")

@@ -10,7 +10,10 @@ listing each request returns names all of them.
 
 Clients are asyncio connections in this process (one per simulated client, keep-alive, each
 sending its next request when the last one is answered): with 50 of them the daemon always
-has 50 requests in flight, so p99 includes the queueing behind the others.
+has 50 requests in flight, so p99 includes the queueing behind the others. The headline
+figures are conditional requests, as the library and the TUI make them (``If-None-Match`` with
+the ETag last received: 304 while the listing is unchanged; it is remade at most every 0.25 s,
+ages and costs moving on); the ``full_`` figures ask for the whole body every time.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -82,28 +86,39 @@ def serve() -> None:
     sys.exit(main([]))
 
 
-async def _client(sock: str, n: int, latencies: list[float]) -> None:
+async def _client(sock: str, n: int, latencies: list[float], conditional: bool = True,
+                  every: float = 0.0) -> None:
+    """``n`` requests on one keep-alive connection, back to back or (``every`` > 0) one every ``every``
+    seconds from a random phase, as a polling client does. ``conditional``: like the library and the TUI,
+    send the ETag of the listing last received (``If-None-Match``); an unchanged listing is a 304."""
     reader, writer = await asyncio.open_unix_connection(sock)
-    request = b"GET /v1/clusters HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    etag = b""
+    due = time.perf_counter() + random.uniform(0, every)
     try:
         for _ in range(n):
+            if every:
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                due += every
             start = time.perf_counter()
-            writer.write(request)
+            writer.write(b"GET /v1/clusters HTTP/1.1\r\nHost: localhost\r\n"
+                         + (b"If-None-Match: " + etag + b"\r\n" if conditional and etag else b"") + b"\r\n")
             head = await reader.readuntil(b"\r\n\r\n")
-            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length:"))
-            await reader.readexactly(length)
+            fields = dict(line.split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line)
+            fields = {k.strip().lower(): v.strip() for k, v in fields.items()}
+            if not head.startswith(b"HTTP/1.1 304"):
+                await reader.readexactly(int(fields.get(b"content-length", b"0")))
+            etag = fields.get(b"etag", etag)
             latencies.append(time.perf_counter() - start)
     finally:
         writer.close()
 
 
-async def load(sock: str, clients: int, total: int) -> dict[str, float]:
+async def load(sock: str, clients: int, total: int, conditional: bool = True, every: float = 0.0) -> dict[str, float]:
     latencies: list[float] = []
     per = max(1, total // clients)
-    await asyncio.gather(*(_client(sock, 3, []) for _ in range(clients)))  # warm up: connections, caches
+    await asyncio.gather(*(_client(sock, 3, [], conditional) for _ in range(clients)))  # warm up
     start = time.perf_counter()
-    await asyncio.gather(*(_client(sock, per, latencies) for _ in range(clients)))
+    await asyncio.gather(*(_client(sock, per, latencies, conditional, every) for _ in range(clients)))
     wall = time.perf_counter() - start
     latencies.sort()
     return {"p50_ms": 1000 * statistics.median(latencies),
@@ -121,6 +136,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clusters", type=int, default=100)
     parser.add_argument("--requests", type=int, default=2000, help="requests per load level")
+    parser.add_argument("--poll-seconds", type=float, default=3.0, help="length of the polling run")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="recc-api"))
     env = {**os.environ, "RECC_RUNTIME_DIR": str(base / "run"), "RECC_DATA_DIR": str(base / "data"),
@@ -149,9 +165,16 @@ def main() -> None:
             time.sleep(0.1)
         time.sleep(3)  # a keep-alive round (heartbeats, observations) has run over all of them
         out: dict[str, Any] = {"clusters": args.clusters, "rss_empty_mib": rss_empty}
-        for clients in (1, 50):
-            result = asyncio.run(load(str(socket_path()), clients, args.requests))
-            out.update({f"{k}_{clients}": v for k, v in result.items()})
+        out["listing_bytes"] = len(json.dumps({"clusters": client.list_clusters()}, separators=(",", ":")))
+        # conditional (what the library and the TUI send), then every request asking for the whole body
+        for mode, conditional in (("", True), ("full_", False)):
+            for clients in (1, 50):
+                result = asyncio.run(load(str(socket_path()), clients, args.requests, conditional))
+                out.update({f"{mode}{k}_{clients}": v for k, v in result.items()})
+        # 50 pollers at 4 requests/s each (faster than the TUI's 5 s or a notebook's wait loop): latency
+        # when the daemon is not saturated by construction, as back-to-back clients make it
+        result = asyncio.run(load(str(socket_path()), 50, 50 * int(4 * args.poll_seconds), True, 0.25))
+        out.update({f"poll_{k}_50": v for k, v in result.items()})
         out["rss_mib"] = rss_mib(daemon.pid)
         print(json.dumps(out))
     finally:

@@ -169,6 +169,7 @@ def dask_mode(args: argparse.Namespace) -> None:
     for key, sub in (("RECC_RUNTIME_DIR", "run"), ("RECC_DATA_DIR", "data"), ("RECC_LOG_DIR", "log"),
                      ("RECC_CONFIG_DIR", "config")):
         os.environ[key] = str(base / sub)
+    os.environ["RECC_LOCAL_SPARES"] = "0"  # warm spares speed up creation, not relaying: their imports would compete
     from distributed import Client
 
     from recc import RECCCluster
@@ -182,9 +183,10 @@ def dask_mode(args: argparse.Namespace) -> None:
             direct = json.loads((folder / "scheduler.json").read_text())["address"]
             sched_port = int(direct.rsplit(":", 1)[1])
             addresses = {"direct": direct, "tunnel": cluster.scheduler_address}
-            proc, port = spawn("--role", "tunnel", "--upstream", str(sched_port), "--relay", "asyncio")
-            relays.append(proc)
-            addresses["asyncio-relay"] = f"tls://127.0.0.1:{port}"
+            if not args.no_asyncio_relay:
+                proc, port = spawn("--role", "tunnel", "--upstream", str(sched_port), "--relay", "asyncio")
+                relays.append(proc)
+                addresses["asyncio-relay"] = f"tls://127.0.0.1:{port}"
             if (socat := spawn_socat(sched_port)) is not None:
                 relays.append(socat[0])
                 addresses["socat"] = f"tls://127.0.0.1:{socat[1]}"
@@ -215,11 +217,48 @@ def dask_mode(args: argparse.Namespace) -> None:
         report(f"{args.trips} sequential tiny tasks (median of {args.runs}):", "ms", trips,
                "tunnel time <= 1.05x direct")
     finally:
+        # each step on its own: a relay that will not stop must not keep the daemon (and its cluster) alive
         for proc in relays:
             proc.terminate()
-            proc.wait(5)
-        daemon.shutdown()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+            proc.kill()
+        try:
+            daemon.shutdown()
+        except Exception:  # noqa: BLE001 - an unanswering daemon is killed below
+            pass
+        _stop_daemon_by_info(base / "run")
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _stop_daemon_by_info(run_dir: "os.PathLike[str]") -> None:
+    """Kill the daemon this bench started if it is still there (it runs in a session of its own, so nothing
+    else would): its pid is in ``reccd.json`` in the bench's private runtime folder."""
+    import json
+    import signal
+    from pathlib import Path
+
+    try:
+        pid = int(json.loads((Path(run_dir) / "reccd.json").read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        return  # no info file: it has stopped (the daemon removes it on its way out)
+    import psutil
+
+    try:  # a stale file's pid may belong to something else by now
+        if "reccd" not in " ".join(psutil.Process(pid).cmdline()):
+            return
+    except psutil.Error:
+        return
+    for sig, wait in ((0, 15.0), (signal.SIGTERM, 10.0), (signal.SIGKILL, 0.0)):  # SIGTERM deletes its clusters
+        deadline = time.monotonic() + wait
+        with contextlib.suppress(OSError):
+            os.kill(pid, sig)
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                return
+            time.sleep(0.2)
 
 
 def raw_mode(args: argparse.Namespace) -> None:
@@ -262,6 +301,7 @@ def main() -> None:
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--trips", type=int, default=1000)
+    parser.add_argument("--no-asyncio-relay", action="store_true", help="skip the asyncio-relay comparison")
     args = parser.parse_args()
     if args.role == "sink":
         return serve_sink()

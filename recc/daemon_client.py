@@ -71,6 +71,7 @@ class DaemonClient:
     def __init__(self, address: str | None = None, timeout: float = 60.0) -> None:
         self._explicit = address
         self.timeout = timeout
+        self._listings: dict[str, tuple[str, bytes]] = {}  # path -> (ETag, body) of the last listing
 
     @property
     def address(self) -> str:
@@ -97,11 +98,16 @@ class DaemonClient:
         return {"Authorization": f"Bearer {daemon_token()}"} if self.address.startswith("http://") else {}
 
     def request(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> Any:
+        return self._exchange(method, path, body, timeout)[1]
+
+    def _exchange(self, method: str, path: str, body: Any = None, timeout: float | None = None,
+                  extra: dict[str, str] | None = None) -> tuple[http.client.HTTPResponse, Any, bytes]:
+        """One request: the response (status, headers), its decoded JSON and its raw bytes; errors raised."""
         conn = self._connection(timeout or self.timeout)
         try:
             payload = json.dumps(body).encode() if body is not None else None
             headers = {"Content-Type": "application/json"} if payload is not None else {}
-            conn.request(method, path, body=payload, headers={**headers, **self._headers()})
+            conn.request(method, path, body=payload, headers={**headers, **self._headers(), **(extra or {})})
             response = conn.getresponse()
             raw = response.read()
         except (FileNotFoundError, ConnectionError):
@@ -118,7 +124,7 @@ class DaemonClient:
             raise RECCError(f"the daemon sent a malformed answer to {method} {path}") from None
         if response.status >= 400:
             raise error_from_json(data)
-        return data
+        return response, data, raw
 
     # -- discovery and start ------------------------------------------------------------
 
@@ -198,7 +204,18 @@ class DaemonClient:
     # -- API ------------------------------------------------------------------------------
 
     def list_clusters(self, include_gone: bool = False) -> list[dict[str, Any]]:
-        return self.request("GET", "/v1/clusters" + ("?all=1" if include_gone else ""))["clusters"]
+        """The clusters (fresh dicts on every call). A client that polls sends the ETag of the listing it
+        last got, and an unchanged listing comes back as a 304 without its body (cheap for the daemon)."""
+        path = "/v1/clusters" + ("?all=1" if include_gone else "")
+        cached = self._listings.get(path)
+        extra = {"If-None-Match": cached[0]} if cached else {}
+        response, data, raw = self._exchange("GET", path, extra=extra)
+        if response.status == 304 and cached:
+            return json.loads(cached[1])["clusters"]  # parsed again: callers may change what they get
+        etag = response.getheader("ETag")
+        if etag:
+            self._listings[path] = (etag, raw)
+        return data["clusters"]
 
     def create_cluster(self, spec: dict[str, Any], name: str | None = None,
                        confirm_cost: bool = False) -> dict[str, Any]:

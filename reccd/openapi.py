@@ -29,9 +29,12 @@ OPENAPI: dict[str, Any] = {
         "/v1/clusters": {
             "get": {"summary": "list clusters",
                     "parameters": [{"name": "all", "in": "query", "schema": {"type": "boolean"},
-                                    "description": "include deleted and failed clusters"}],
-                    "responses": _ok({"type": "object", "properties": {
-                        "clusters": {"type": "array", "items": _ref("Cluster")}}})},
+                                    "description": "include deleted and failed clusters"},
+                                   {"name": "If-None-Match", "in": "header", "schema": {"type": "string"},
+                                    "description": "the ETag of the listing the client has: 304 if unchanged"}],
+                    "responses": {**_ok({"type": "object", "properties": {
+                        "clusters": {"type": "array", "items": _ref("Cluster")}}}),
+                        "304": {"description": "the listing is the one the If-None-Match tag names"}}},
             "post": {"summary": "create a cluster (returns at once; follow /v1/events or poll)",
                      "requestBody": {"required": True, "content": {"application/json": {"schema": {
                          "type": "object", "required": ["spec"],

@@ -140,3 +140,43 @@ def test_library_starts_the_daemon_on_demand_and_stop_removes_it(recc_dirs) -> N
                              timeout=90)
     assert out.returncode == 0, out.stderr
     assert not client.is_alive()
+
+
+def _listing(daemon: Daemon, etag: str | None = None) -> tuple[int, str | None, bytes]:
+    """GET /v1/clusters, conditional on ``etag``: status, ETag and body."""
+    conn = _UnixHTTPConnection(str(daemon.socket), 30)
+    try:
+        conn.request("GET", "/v1/clusters", headers={"If-None-Match": etag} if etag else {})
+        resp = conn.getresponse()
+        return resp.status, resp.getheader("ETag"), resp.read()
+    finally:
+        conn.close()
+
+
+def test_listing_etag_answers_304_until_a_cluster_comes_or_goes(recc_dirs) -> None:
+    d = Daemon(recc_dirs)
+    d.env["RECC_LOCAL_SPARES"] = "0"  # no warm spares: this test needs one small cluster, not their imports
+    d.start()
+    try:
+        status, etag, body = _listing(d)
+        assert status == 200 and etag and json.loads(body) == {"clusters": []}
+        assert _listing(d, etag) == (304, etag, b"")  # unchanged: the client keeps what it has
+        library = d.client()
+        assert library.list_clusters() == [] and library.list_clusters() == []  # the second one is a 304
+
+        library.create_cluster({"n_workers": 1, "worker_memory": "1GiB"}, name="tagged")
+        status, created_tag, body = _listing(d, etag)
+        assert status == 200 and created_tag != etag
+        assert [c["name"] for c in json.loads(body)["clusters"]] == ["tagged"]
+        rows = library.list_clusters()  # its cached listing is the empty one: it must not be reused
+        assert [c["name"] for c in rows] == ["tagged"]
+        rows[0]["name"] = "changed by the caller"
+        assert [c["name"] for c in library.list_clusters()] == ["tagged"]  # callers get fresh rows
+
+        library.delete_cluster("tagged")
+        status, deleted_tag, body = _listing(d, created_tag)
+        assert status == 200 and deleted_tag != created_tag and json.loads(body) == {"clusters": []}
+        assert deleted_tag == etag  # the same listing as at the start: the tag names the content
+        assert library.list_clusters() == []
+    finally:
+        d.cleanup()
