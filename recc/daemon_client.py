@@ -227,6 +227,12 @@ class DaemonClient:
     def costs(self, by: str = "cluster") -> list[dict[str, Any]]:
         return self.request("GET", f"/v1/costs?{urlencode({'by': by})}")["costs"]
 
+    def exact_costs(self, by: str = "cluster", days: float = 31.0) -> dict[str, Any]:
+        """EKS spend from AWS's instance times per context (``GET /v1/costs?exact=1``): several AWS calls,
+        so a longer timeout than the daemon's own answers."""
+        return self.request("GET", f"/v1/costs?{urlencode({'by': by, 'exact': 1, 'days': f'{days:g}'})}",
+                            timeout=90.0)
+
     def get_cluster(self, name: str) -> dict[str, Any]:
         return self.request("GET", f"/v1/clusters/{quote(name, safe='')}")
 

@@ -14,16 +14,19 @@ import asyncio
 import json
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
+
+from botocore.exceptions import BotoCoreError
 
 from recc.catalog import load_catalog
-from recc.errors import PlanError, run_for_a_person
+from recc.errors import PlanError, RECCError, run_for_a_person
 from recc.instancecost import InstanceRun, accrue_runs, runs_from_aws
 from recc.paths import data_dir
-from reccd.contexts import Context, load_context
+from reccd.contexts import Context, all_contexts, load_context
 from reccd.providers.eks.apis import EksApis
 
 MANAGED = "recc:managed"
+AWS_TIMEOUT = 60.0  # per context: a daemon request must not hang on an unreachable region
 
 
 async def _pages(apis: EksApis, service: str, method: str, key: str, token_key: str = "NextToken",
@@ -37,9 +40,12 @@ async def _pages(apis: EksApis, service: str, method: str, key: str, token_key: 
             return out
 
 
-async def collect(context: Context, *, all_users: bool = False) -> list[InstanceRun]:
-    """The runs of every RECC instance in the context's account and region (this user's unless ``all_users``)."""
-    apis = EksApis(data_dir() / "costs", context)
+async def collect(context: Context, *, all_users: bool = False,
+                  session_factory: Callable[[], Any] | None = None) -> list[InstanceRun]:
+    """The runs of every RECC instance in the context's account and region (this user's unless ``all_users``).
+
+    ``session_factory`` gives the base AWS session (the daemon's login); without it, the context's profile."""
+    apis = EksApis(data_dir() / "costs", context, session_factory=session_factory)
     reservations = await _pages(apis, "ec2", "describe_instances", "Reservations",
                                 Filters=[{"Name": "tag-key", "Values": [MANAGED]}])
     activities = await _pages(apis, "autoscaling", "describe_scaling_activities", "Activities",
@@ -66,6 +72,39 @@ def report(runs: list[InstanceRun], region: str, by: str, start: float, end: flo
     if unpriced:
         rows.append({by: "unpriced instance types", "cost": 0.0, "types": unpriced})
     return rows
+
+
+async def exact_costs(by: str, days: float,
+                      session_factory_for: Callable[[str], Callable[[], Any] | None] = lambda name: None,
+                      timeout: float = AWS_TIMEOUT) -> dict[str, Any]:
+    """``GET /v1/costs?exact=1``: `report` for every configured EKS context, each with its own error.
+
+    No contexts (or a broken ``contexts:``) is not an error of the request: the answer says so in
+    ``message``, so the TUI can show why there is nothing. A context AWS refuses (no login, expired
+    credentials, no rights) answers its ``error`` and ``hint``; the others still answer."""
+    now = time.time()
+    answer: dict[str, Any] = {"by": by, "days": days, "exact": True, "contexts": [], "message": None}
+    try:
+        contexts = all_contexts()
+    except RECCError as exc:
+        answer["message"] = f"{exc.message} (exact costs come from AWS; {exc.hint})" if exc.hint else exc.message
+        return answer
+
+    async def one(ctx: Context) -> dict[str, Any]:
+        out: dict[str, Any] = {"context": ctx.name, "region": ctx.region, "costs": [], "error": None, "hint": None}
+        try:
+            runs = await asyncio.wait_for(collect(ctx, session_factory=session_factory_for(ctx.name)), timeout)
+            out["costs"] = report(runs, ctx.region, by, now - days * 86400, now)
+        except RECCError as exc:
+            out["error"], out["hint"] = exc.message, exc.hint
+        except BotoCoreError as exc:  # no credentials at all, or AWS unreachable: before any API answer
+            out["error"], out["hint"] = f"AWS: {exc}", "run `recc login` (or set the context's profile); docs/credentials.md"
+        except asyncio.TimeoutError:
+            out["error"], out["hint"] = f"AWS did not answer within {timeout:g} s", "try again; `recc doctor` checks access"
+        return out
+
+    answer["contexts"] = list(await asyncio.gather(*(one(c) for c in contexts.values())))
+    return answer
 
 
 def main(argv: list[str] | None = None) -> int:

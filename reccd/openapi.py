@@ -64,8 +64,19 @@ OPENAPI: dict[str, Any] = {
             "responses": _ok(_ref("Cluster"))}},
         "/v1/costs": {"get": {
             "summary": "accrued dollars grouped by cluster, user, job or day",
+            "description": (
+                "Without `exact`: `{by, costs: [{<by>, cost}]}` from the node counts the daemon saw. With "
+                "`exact=1`: EKS spend from the instances' launch and termination times in AWS "
+                "(DescribeInstances, DescribeScalingActivities) x the catalog price, over the last `days`, "
+                "as `{by, days, exact: true, message, contexts: [{context, region, costs: [{<by>, cost}], "
+                "error, hint}]}`; `message` says why there are no contexts (none configured), and a context "
+                "AWS refuses (no login, no rights) has its own `error` and `hint`. The answer is reused for "
+                "30 s."),
             "parameters": [{"name": "by", "in": "query",
-                            "schema": {"type": "string", "enum": ["cluster", "user", "job", "day"]}}],
+                            "schema": {"type": "string", "enum": ["cluster", "user", "job", "day"]}},
+                           {"name": "exact", "in": "query", "schema": {"type": "boolean"}},
+                           {"name": "days", "in": "query",
+                            "schema": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 366}}],
             "responses": _ok({"type": "object"})}},
         "/v1/clusters/{name}/connection": {"get": {
             "summary": "tunnel address, dashboard link and client TLS material (owner only)", "parameters": NAME,

@@ -2,9 +2,9 @@
 
 Found: Auto Scaling groups, instances and launch templates tagged ``recc:managed`` or named ``recc-*``,
 and namespaces labelled ``app.kubernetes.io/managed-by=reccd`` or named ``recc-*`` (not ``recc-system``).
-A resource is explained when its cluster's namespace has a fresh heartbeat Lease, or a daemon of this
-user has the cluster as live in its state (a creation in progress has no Lease yet), or it is younger
-than ``--grace``. Each orphan is shown with what it costs per hour (catalog price x instances).
+A resource is explained when its cluster's namespace has a fresh heartbeat Lease, or a running daemon of
+this user has the cluster as live in its state (a creation in progress has no Lease yet; a crashed
+daemon's rows explain nothing), or it is younger than ``--grace``. Each orphan is shown with what it costs per hour (catalog price x instances).
 
 ``--delete`` removes them: for a cluster it can name (user and cluster from tags or labels), through
 `EksProvider.delete` as its owner (the daemon's own path, which leaves nothing); what it cannot name,
@@ -73,7 +73,12 @@ def _age(when: Any, now: float) -> float:
 
 
 async def live_namespaces(apis: EksApis, now: float) -> set[str]:
-    """Namespaces with a fresh heartbeat Lease, plus this user's live EKS clusters in any daemon's state."""
+    """Namespaces with a fresh heartbeat Lease, plus the live EKS clusters of this user's running daemons.
+
+    A state row vouches for its cluster only while its daemon answers: a creation in progress has no
+    Lease yet, but a daemon that crashed mid-create will never finish it (a restart would remove it),
+    so once its Lease is stale or absent its half-made cluster is an orphan. A fresh Lease still
+    explains a cluster whose daemon is down (a persistent cluster lives on its own TTL)."""
     from reccd.harvester import read_rows, sources
 
     live: set[str] = set()
@@ -86,9 +91,10 @@ async def live_namespaces(apis: EksApis, now: float) -> set[str]:
                 lease_time(lease.spec.renew_time), lease.spec.lease_duration_seconds, now, now=now, grace=0) is None:
             live.add(ns.metadata.name)
     for src in sources():
-        for row in await asyncio.to_thread(read_rows, src.db):
-            if row["provider"] == "eks":
-                live.add(M.namespace_name(row.get("owner") or apis.user, row["name"]))
+        rows = [r for r in await asyncio.to_thread(read_rows, src.db) if r["provider"] == "eks"]
+        # asked only when it has EKS rows: a frozen daemon costs its 5 s health timeout
+        if rows and await asyncio.to_thread(src.daemon_alive):
+            live.update(M.namespace_name(r.get("owner") or apis.user, r["name"]) for r in rows)
     return live
 
 

@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import struct
+import time
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
@@ -37,6 +38,7 @@ MAX_HEADERS = 128  # header lines per request
 IDLE_TIMEOUT = float(os.environ.get("RECC_HTTP_IDLE_TIMEOUT", "30"))
 BODY_TIMEOUT = float(os.environ.get("RECC_HTTP_BODY_TIMEOUT", "30"))  # seconds to receive a whole body
 LINGER = 2.0  # after an early answer (413, 408), seconds spent reading what the client still sends, then close
+EXACT_CACHE_SECONDS = 30.0  # how long `GET /v1/costs?exact=1` reuses its answer (several AWS calls per context)
 # Keyword arguments for web.AppRunner: the parser limits and the idle timeout above.
 RUNNER_LIMITS: dict[str, Any] = {"max_line_size": MAX_LINE, "max_field_size": MAX_FIELD,
                                  "max_headers": MAX_HEADERS, "keepalive_timeout": IDLE_TIMEOUT,
@@ -199,12 +201,33 @@ def make_app(manager: ClusterManager, bus: EventBus, info: dict[str, Any],
         data = await body(request)
         return web.json_response(await manager.extend(request.match_info["name"], data.get("minutes", 30)))
 
+    exact_cache: dict[tuple[str, float], tuple[float, dict[str, Any]]] = {}
+
     @routes.get("/v1/costs")
     async def costs(request: web.Request) -> web.Response:
         by = request.query.get("by", "cluster")
         if by not in ("cluster", "user", "job", "day"):
             raise BadRequest(f"cannot group costs by {by!r}", hint="use cluster, user, job or day")
-        return web.json_response({"by": by, "costs": await report(manager.state, by)})
+        if request.query.get("exact", "0").lower() not in ("1", "true"):
+            return web.json_response({"by": by, "costs": await report(manager.state, by)})
+        try:
+            days = float(request.query.get("days", "31"))
+        except ValueError:
+            raise BadRequest("days must be a number of days") from None
+        if not 0 < days <= 366:
+            raise BadRequest(f"days must be more than 0 and at most 366, got {days:g}")
+        # several AWS calls per context: a TUI refreshing every few seconds reuses a recent answer
+        cached = exact_cache.get((by, days))
+        if cached is None or time.monotonic() - cached[0] > EXACT_CACHE_SECONDS:
+            from reccd.exactcost import exact_costs  # boto3 and the eks clients: only when asked
+            from reccd.providers import PROVIDER_ARGS
+
+            def factory(context: str) -> Any:  # the daemon's login (docs/credentials.md), as the provider uses
+                hook = PROVIDER_ARGS.get("eks")
+                return hook({"context": context}).get("session_factory") if hook else None
+
+            cached = exact_cache[(by, days)] = (time.monotonic(), await exact_costs(by, days, factory))
+        return web.json_response(cached[1])
 
     @routes.get("/v1/clusters/{name}/connection")
     async def connection(request: web.Request) -> web.Response:

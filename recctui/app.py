@@ -17,7 +17,8 @@ from recctui import format as fmt
 from recctui.actions import ClusterActions
 from recctui.commands import ClusterCommands
 from recctui.link import REFRESH_EVERY, DaemonLink
-from recctui.messages import ClustersRefreshed, CostsFetched, DaemonDown, DaemonEvent, DaemonUp, DetailFetched
+from recctui.messages import (ClustersRefreshed, CostsFetched, DaemonDown, DaemonEvent, DaemonUp, DetailFetched,
+                               ExactCostsFetched)
 from recctui.screens.clusters import ClustersScreen
 from recctui.screens.costs import CostsScreen
 from recctui.widgets.banner import DaemonBanner
@@ -139,6 +140,7 @@ class RECCApp(DaemonLink, ClusterActions, App[None]):
             self.request_refresh(0.0)
             if self.screens_of(CostsScreen):
                 self.fetch_costs()
+                self.fetch_exact_costs()
 
     def on_daemon_down(self, message: DaemonDown) -> None:
         self.daemon_up = False
@@ -154,6 +156,10 @@ class RECCApp(DaemonLink, ClusterActions, App[None]):
     def on_costs_fetched(self, message: CostsFetched) -> None:
         for screen in self.screens_of(CostsScreen):
             screen.show(message, self.clock(), list(self.rate_samples))
+
+    def on_exact_costs_fetched(self, message: ExactCostsFetched) -> None:
+        for screen in self.screens_of(CostsScreen):
+            screen.show_exact(message)
 
     # -- keys -------------------------------------------------------------------------------------
 

@@ -17,7 +17,8 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from recc.daemon_client import DaemonClient, EventStream
 from recc.errors import DaemonUnavailable, RECCError
-from recctui.messages import ClustersRefreshed, CostsFetched, DaemonDown, DaemonEvent, DaemonUp, DetailFetched
+from recctui.messages import (ClustersRefreshed, CostsFetched, DaemonDown, DaemonEvent, DaemonUp, DetailFetched,
+                               ExactCostsFetched)
 
 log = logging.getLogger("recctui")
 
@@ -172,6 +173,18 @@ class DaemonLink:
         except RECCError as exc:
             error = exc.message
         self.post_message(CostsFetched(by_cluster, by_day, budgets, error))
+
+    @work(thread=True, exclusive=True, group="exact-costs", exit_on_error=False)
+    def fetch_exact_costs(self) -> None:
+        """AWS's figures for EKS clusters: a worker of its own, so the daemon's figures never wait for AWS."""
+        if self.client is None:
+            return
+        try:
+            answer, error = self.client.exact_costs("cluster"), None
+        except RECCError as exc:  # shown in the costs screen's exact pane, where the figures would be
+            answer, error = {}, f"{exc.message} ({exc.hint})" if exc.hint else exc.message
+        if not get_current_worker().is_cancelled:
+            self.post_message(ExactCostsFetched(answer, error))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         report_worker_error(self, event)

@@ -69,6 +69,15 @@ class CostsFetched(Message):
 
 
 @dataclass
+class ExactCostsFetched(Message):
+    """EKS spend from AWS's instance times (``GET /v1/costs?exact=1``: ``{message, contexts: [...]}``),
+    or ``error`` when the daemon could not be asked."""
+
+    answer: dict[str, Any]
+    error: str | None = None
+
+
+@dataclass
 class LogsFetched(Message):
     """A tail of every component's log: ``{component: [lines]}``."""
 

@@ -11,7 +11,8 @@ from typing import Any
 
 from recc.costs import Budget
 from recctui.app import RECCApp
-from recctui.messages import ClustersRefreshed, CostsFetched, DaemonDown, DetailFetched, LogsFetched
+from recctui.messages import (ClustersRefreshed, CostsFetched, DaemonDown, DetailFetched, ExactCostsFetched,
+                               LogsFetched)
 
 NOW = 1_785_000_000.0  # 2026-07-25 17:20 UTC
 SIZE = (120, 40)
@@ -147,6 +148,13 @@ def test_costs_screen(snap_compare) -> None:
                 ("2026-07-23", 4.25), ("2026-07-24", 0.0), ("2026-07-25", 22.51)]
         budgets = [Budget("user", "alice", 50.0), Budget("job", "nightly-risk", 300.0, (80, 100))]
         pilot.app.post_message(CostsFetched(by_cluster, [{"day": d, "cost": c} for d, c in days], budgets))
+        # AWS's figures for the EKS clusters (GET /v1/costs?exact=1), one context refused by AWS
+        exact = {"by": "cluster", "days": 31, "exact": True, "message": None, "contexts": [
+            {"context": "adhoc", "region": "us-east-1", "error": None, "hint": None,
+             "costs": [{"cluster": "risk-nightly", "cost": 38.12}, {"cluster": "feature-eng", "cost": 4.31}]},
+            {"context": "prod", "region": "eu-west-1", "costs": [], "error": "the AWS session has expired",
+             "hint": "run `recc login`"}]}
+        pilot.app.post_message(ExactCostsFetched(exact))
         await pilot.pause()
 
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)

@@ -1,4 +1,5 @@
-"""Costs: accrued per cluster and per day, this month against the budgets, spend sparklines."""
+"""Costs: accrued per cluster and per day, this month against the budgets, spend sparklines, and
+for EKS clusters the exact figure from AWS's instance launch and termination times."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Sparkline, Static
 
 from recctui import format as fmt
-from recctui.messages import CostsFetched
+from recctui.messages import CostsFetched, ExactCostsFetched
 from recctui.widgets.banner import DaemonBanner
 
 DAYS_SHOWN = 30
@@ -79,6 +80,10 @@ class CostsScreen(Screen[None]):
             with Vertical():
                 yield Label(" Per day (UTC)", classes="spark-label")
                 yield DataTable(id="by-day", cursor_type="row", zebra_stripes=True)
+            with Vertical():
+                yield Label(" Exact, from AWS (EKS)", classes="spark-label")
+                yield Static("asking AWS for the instances' times…", id="exact-status", classes="spark-label")
+                yield DataTable(id="exact", cursor_type="row", zebra_stripes=True)
         yield Label(f"Spend per day, last {DAYS_SHOWN} days", classes="spark-label", id="daily-label")
         yield Sparkline([0.0], id="daily", summary_function=max)
         yield Label("Live $/h this session", classes="spark-label", id="rate-label")
@@ -88,12 +93,44 @@ class CostsScreen(Screen[None]):
     def on_mount(self) -> None:
         self.query_one("#by-cluster", DataTable).add_columns(("Cluster", "cluster"), ("Accrued", "cost"))
         self.query_one("#by-day", DataTable).add_columns(("Day", "day"), ("Spend", "cost"))
+        self.query_one("#exact", DataTable).add_columns(("Cluster", "cluster"), ("Context", "context"),
+                                                         ("Exact", "cost"))
         self.action_reload()
 
     def action_reload(self) -> None:
-        fetch = getattr(self.app, "fetch_costs", None)
-        if fetch is not None and getattr(self.app, "daemon_up", False):
-            fetch()
+        if not getattr(self.app, "daemon_up", False):
+            return
+        for name in ("fetch_costs", "fetch_exact_costs"):
+            fetch = getattr(self.app, name, None)
+            if fetch is not None:
+                fetch()
+
+    def show_exact(self, data: ExactCostsFetched) -> None:
+        """AWS's figures per EKS cluster and context; why there are none (no contexts, no login) in red or dim."""
+        table = self.query_one("#exact", DataTable)
+        table.clear()
+        answer = data.answer
+        lines: list[Text] = []
+        if data.error:
+            lines.append(Text(data.error, style="red"))
+        elif answer.get("message"):
+            lines.append(Text(answer["message"], style="dim"))
+        total, rows = 0.0, 0
+        for ctx in answer.get("contexts", []):
+            if ctx.get("error"):
+                hint = f" ({ctx['hint']})" if ctx.get("hint") else ""
+                lines.append(Text(f"{ctx['context']}: {ctx['error']}{hint}", style="red"))
+            for row in sorted(ctx.get("costs", []), key=lambda r: -r["cost"]):
+                if "types" in row:  # instance types the catalog has no price for: named, not guessed
+                    lines.append(Text(f"{ctx['context']}: unpriced {', '.join(row['types'])}", style="yellow"))
+                    continue
+                table.add_row(row["cluster"], ctx["context"], Text(fmt.money(row["cost"]), justify="right"))
+                total, rows = total + row["cost"], rows + 1
+        if not data.error and not answer.get("message"):
+            days = answer.get("days", 31)
+            lines.insert(0, Text(f"last {days:g} days: {fmt.money(total)}" if rows
+                                 else f"no RECC instances ran in the last {days:g} days", style="bold" if rows else "dim"))
+        self.query_one("#exact-status", Static).update(Text("\n").join(lines))
 
     def show(self, data: CostsFetched, now: float, rate_samples: list[float]) -> None:
         self.data = data
