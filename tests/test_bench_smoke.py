@@ -45,18 +45,18 @@ def _processes_under(folder: Path) -> list[str]:
 
 
 def test_a_sub_bench_that_times_out_leaves_no_daemon_or_cluster_behind(tmp_path):
-    # tunnel_throughput starts a daemon (in a session of its own) and a cluster; 25 s is enough to get there
+    # tunnel_throughput starts a daemon (in a session of its own) and a cluster; 15 s is enough to get there
     # and far too little for 100,000 tiny tasks, so `_run` times out while they are all up
     code = ("from bench.__main__ import _become_subreaper, _run\n"
             "_become_subreaper()\n"
             "try:\n"
             "    _run('tunnel_throughput.py', '--mib', '4', '--runs', '1', '--trips', '100000',"
-            " '--no-asyncio-relay', timeout=25)\n"
+            " '--no-asyncio-relay', timeout=15)\n"
             "except RuntimeError as exc:\n"
             "    print(exc)\n")
     env = {**os.environ, "TMPDIR": str(tmp_path), "RECC_LOCAL_SPARES": "0"}
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=150)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "timed out after 25 s" in proc.stdout
+    assert "timed out after 15 s" in proc.stdout
     assert _processes_under(tmp_path) == []

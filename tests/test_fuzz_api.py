@@ -74,6 +74,9 @@ def test_generated_requests_get_answers_never_500s(case: schemathesis.Case, api:
         case.body["spec"]["worker_memory"] = 2**60  # refused as an impossible plan: nothing is started
     response = case.call(base_url=api.url, headers=api.headers, timeout=15)
     case.validate_response(response, checks=[not_a_server_error])
+    if response.status_code == 304:  # a generated If-None-Match that matched: no body, by definition
+        assert case.method == "GET" and response.content == b""
+        return
     ctype = {k.lower(): v for k, v in response.headers.items()}["content-type"]
     assert "application/json" in str(ctype), ctype
     body = response.json()
