@@ -206,17 +206,53 @@ def eks(timeout: float) -> list[dict[str, Any]]:
         _sweep()
 
 
+def _spin(n: int = 3_000_000) -> float:
+    """Pure-Python CPU work (no I/O, no shared memory): the seconds one process takes for ``n`` additions."""
+    start = time.perf_counter()
+    total = 0
+    for i in range(n):
+        total += i
+    return time.perf_counter() - start
+
+
+def _ceiling(pool: Any, cores: int, runs: int) -> list[float]:
+    """Speedups of ``cores`` processes over one on the same pure-CPU loop, alternating, ``runs`` times: what
+    the machine gives parallel work while the workloads run (less than ``cores`` when others use it too)."""
+    out = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        for _ in range(cores):
+            _spin()
+        one = time.perf_counter() - start
+        start = time.perf_counter()
+        list(pool.map(_spin, [3_000_000] * cores, chunksize=1))
+        out.append(one / (time.perf_counter() - start))
+    return out
+
+
 def _workloads_here(size: str) -> list[dict[str, Any]]:
+    import multiprocessing
+    import statistics
+    from concurrent.futures import ProcessPoolExecutor
+
     from examples import by_date, combined, dataframe
     from examples._common import local_datastore
 
     rows = []
     cores = os.cpu_count() or 1
-    with local_datastore():
-        for mod in (by_date, dataframe, combined):
-            result = mod.measure(["--size", size, "--workers", str(cores)])
-            rows.append(row(f"workload {mod.NAME} ({size}) speedup vs serial on {cores} cores",
-                            result["serial_seconds"] / result["seconds"], "x", float(cores)))
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    with ProcessPoolExecutor(cores, mp_context=context) as pool:
+        list(pool.map(_spin, [1] * cores))
+        ceiling = _ceiling(pool, cores, 3)  # before the workloads and after: the load may change meanwhile
+        with local_datastore():
+            for mod in (by_date, dataframe, combined):
+                result = mod.measure(["--size", size, "--workers", str(cores), "--repeat", "3"])
+                rows.append(row(f"workload {mod.NAME} ({size}) speedup vs serial on {cores} cores (median of 3)",
+                                result["serial_seconds"] / result["seconds"], "x", float(cores)))
+        ceiling += _ceiling(pool, cores, 3)
+    rows.insert(0, row(f"machine ceiling: pure-Python loop, {cores} processes vs 1 during the workloads (median of "
+                       f"{len(ceiling)})", statistics.median(ceiling), "x", float(cores)))
     return rows
 
 

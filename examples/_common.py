@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -15,12 +17,14 @@ import pandas as pd
 
 ROOT = str(Path(__file__).resolve().parent.parent)  # on the workers' path, so `examples.*` imports there
 
-# dates x securities; "large" is a panel of ~200 MB in memory (over a 1 GiB worker's comfortable share)
+# dates x securities (the daily panel of `dataframe` and `combined`; `by_date` reads a day of minute bars for
+# ``intraday_securities`` per date); "large" is a daily panel of ~200 MB in memory and ~300 MB of minute bars
+# (over a 1 GiB worker's comfortable share)
 SIZES = {
-    "small": {"dates": 8, "securities": 400, "features": 4},
-    # the bench's size: enough work per task (~0.3 s) that the speedup measures the parallel part
-    "medium": {"dates": 16, "securities": 20_000, "features": 8},
-    "large": {"dates": 80, "securities": 20_000, "features": 8},
+    "small": {"dates": 8, "securities": 400, "features": 4, "intraday_securities": 10},
+    # the bench's size: a few hundred ms of work per date, so the speedup measures the parallel part
+    "medium": {"dates": 12, "securities": 20_000, "features": 8, "intraday_securities": 80},
+    "large": {"dates": 80, "securities": 20_000, "features": 8, "intraday_securities": 200},
 }
 
 
@@ -44,7 +48,11 @@ def day_panel(date: str, size: str) -> pd.DataFrame:
     return frame
 
 
+@functools.lru_cache(maxsize=1)
 def full_panel(size: str) -> pd.DataFrame:
+    """The whole panel, built once per process: it stands for a dataset already loaded on the client, so
+    the timed runs (serial and parallel alike) start from it rather than from generating it.
+    Callers must not modify it."""
     return pd.concat([day_panel(d, size) for d in dates_for(size)], ignore_index=True)
 
 
@@ -140,28 +148,47 @@ def _warm_imports() -> None:
 
 
 def run_main(name: str, argv: list[str] | None, prepare: Callable[[str], None] | None,
-             serial: Callable[[str], str], run: Callable[[Any, str], str]) -> dict[str, Any]:
-    """The shared `main`: serial baseline, then the same workload on the client; prints one table row."""
+             serial: Callable[[str], str], run: Callable[[Any, str], str], note: str = "") -> dict[str, Any]:
+    """The shared `main`: the workload serially and on the client, ``--repeat`` times each (alternating, so
+    both see the same machine), medians reported; prints one table row.
+
+    Outside the timed parts: the inputs (``prepare``), the cluster's start-up and the workers' imports. Inside:
+    everything the workload does from its inputs to its checksum, the same for the serial run.
+    """
     parser = argparse.ArgumentParser(prog=f"examples.{name}")
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="time each run this many times and report medians (the first includes warm-up)")
     parser.add_argument("--no-serial", action="store_true", help="skip the serial baseline")
     args = parser.parse_args(argv)
+    serial_times: list[float] = []
+    times: list[float] = []
     with local_datastore():
         if prepare:
             prepare(args.size)
-        serial_sum, serial_s = (None, None) if args.no_serial else timed(lambda: serial(args.size))
         with make_client(args.workers) as client:
             where, cost_per_hour = where_of(client)
             client.wait_for_workers(args.workers)
             # the workers' one-off imports (pandas, pyarrow, recc's IO) are start-up, not the workload
             client.run(_warm_imports)
-            result, seconds = timed(lambda: run(client, args.size))
-    if serial_sum is not None and serial_sum != result:
-        raise SystemExit(f"checksum mismatch: serial {serial_sum} vs {where} {result}")
+            for _ in range(max(1, args.repeat)):
+                if not args.no_serial:
+                    serial_sum, serial_s = timed(lambda: serial(args.size))
+                    serial_times.append(serial_s)
+                result, seconds = timed(lambda: run(client, args.size))
+                times.append(seconds)
+                if not args.no_serial and serial_sum != result:
+                    raise SystemExit(f"checksum mismatch: serial {serial_sum} vs {where} {result}")
+    seconds = statistics.median(times)
+    serial_s = statistics.median(serial_times) if serial_times else None
     row = {"workload": name, "size": args.size, "where": where, "checksum": result,
-           "seconds": f"{seconds:.2f}",
+           "seconds": f"{seconds:.2f}", "serial seconds": f"{serial_s:.2f}" if serial_s else "-",
            "speedup": f"{serial_s / seconds:.2f}x" if serial_s else "-",
            "est. cost": f"${cost_per_hour * seconds / 3600:.6f}" if cost_per_hour is not None else "-"}
+    if len(times) > 1:
+        print(f"{name}: medians of {len(times)} runs")
+    if note:
+        print(f"{name}: {note}")
     print(format_table(row))
     return {**row, "seconds": seconds, "serial_seconds": serial_s}

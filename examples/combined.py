@@ -68,7 +68,7 @@ def serial(size: str) -> str:
 
 
 def measure(argv: list[str] | None = None) -> dict[str, Any]:
-    return run_main(NAME, argv, None, serial, run)
+    return run_main(NAME, argv, full_panel, serial, run)
 
 
 def main(argv: list[str] | None = None) -> int:
