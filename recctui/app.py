@@ -135,7 +135,7 @@ class RECCApp(DaemonLink, ClusterActions, App[None]):
         info = message.info
         self.sub_title = f"daemon pid {info.get('pid', '?')} · {info.get('version', '')}".rstrip(" ·")
         if self.clusters_screen is not None:
-            self.clusters_screen.table.remove_class("-stale")
+            self.clusters_screen.set_stale(False)
         if was_down:
             self.request_refresh(0.0)
             if self.screens_of(CostsScreen):
@@ -147,7 +147,7 @@ class RECCApp(DaemonLink, ClusterActions, App[None]):
         self.sub_title = "daemon unreachable"
         self.banners("down", message.reason, message.attempt, message.retry_in)
         if self.clusters_screen is not None:
-            self.clusters_screen.table.add_class("-stale")
+            self.clusters_screen.set_stale(True)
 
     def on_detail_fetched(self, message: DetailFetched) -> None:
         if self.clusters_screen is not None:

@@ -97,10 +97,13 @@ class DaemonLink:
             try:
                 info = client.health(timeout=3)
                 stream = client.events()
-            except RECCError as exc:
+            except (RECCError, OSError, ValueError) as exc:
+                # OSError/ValueError too: a daemon killed mid-answer can leave a timeout or a torn
+                # reply, and a worker that died here would never try again
                 attempt += 1
                 delay = min(BACKOFF_MAX, 0.25 * 2 ** (attempt - 1))
-                self.post_message(DaemonDown(exc.message, attempt, delay))
+                reason = exc.message if isinstance(exc, RECCError) else f"{type(exc).__name__}: {exc}"
+                self.post_message(DaemonDown(reason, attempt, delay))
                 worker.cancelled_event.wait(delay)
                 continue
             self._stream = stream
@@ -109,9 +112,12 @@ class DaemonLink:
                 break
             attempt = 0
             self.post_message(DaemonUp(info))
-            for event in stream:
-                if event.get("type") != "stream.open":
-                    self.post_message(DaemonEvent(event))
+            try:
+                for event in stream:
+                    if event.get("type") != "stream.open":
+                        self.post_message(DaemonEvent(event))
+            except (RECCError, OSError, ValueError) as exc:
+                log.debug("event stream ended: %r", exc)
             self._stream = None
 
     def stop_link(self) -> None:

@@ -26,7 +26,7 @@ from tests.harness import Daemon
 
 pytestmark = pytest.mark.slow
 
-REQUESTS = int(os.environ.get("RECC_LOAD_REQUESTS", "2000"))
+REQUESTS = int(os.environ.get("RECC_LOAD_REQUESTS", "3000"))
 LIBRARY_CLIENTS, CLI_CLIENTS, SUBSCRIBERS, SLOW_SUBSCRIBERS = 36, 4, 8, 2  # 50 clients in all
 SPEC = {"n_workers": 1, "worker_memory": "1GiB"}
 

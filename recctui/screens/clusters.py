@@ -50,18 +50,31 @@ class ClustersScreen(Screen[None]):
     def table(self) -> ClusterTable:
         return self.query_one(ClusterTable)
 
+    def set_stale(self, stale: bool) -> None:
+        """Grey the table while the daemon does not answer (nothing to do before it is composed:
+        the daemon link can answer before the screen has mounted)."""
+        for table in self.query(ClusterTable):
+            table.set_class(stale, "-stale")
+
     def on_mount(self) -> None:
         self.table.focus()
+        app: Any = self.app
+        if getattr(app, "clusters", None):  # rows that arrived before this screen was composed
+            self.apply(list(app.clusters.values()), app.clock(), list(app.rate_samples))
         self.query_one(DetailPane).show(None, 0.0)
 
     # -- data from the app ---------------------------------------------------------------------
 
     def apply(self, rows: list[dict[str, Any]], now: float, samples: list[float]) -> None:
+        if not self.query(ClusterTable):  # not composed yet: on_mount applies the app's rows
+            return
         self.table.apply(rows, now)
         self.query_one(CostMeter).update_rows(rows, samples)
         self.show_selected()
 
     def merge(self, row: dict[str, Any]) -> None:
+        if not self.query(ClusterTable):
+            return
         self.table.merge(row)
         self.show_selected()
 
