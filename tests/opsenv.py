@@ -4,10 +4,8 @@ ConfigMap) would, and what a namespace left behind in AWS and Kubernetes."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,7 @@ import boto3
 import yaml
 from kubernetes import client as k8s
 
+from tests import eks_env
 from tests.fakekube import make_token
 
 CLUSTER = "research-eks"
@@ -25,17 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def setup_aws(moto_url: str) -> dict[str, str]:
-    """The context's launch template and provisioner role, made in moto."""
-    ec2 = boto3.client("ec2", endpoint_url=moto_url, **AWS)
-    template = f"nodes-{uuid.uuid4().hex[:8]}"
-    ec2.create_launch_template(LaunchTemplateName=template,
-                               LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "m5.large"})
-    iam = boto3.client("iam", endpoint_url=moto_url, **AWS)
-    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"},
-                                                     "Action": ["sts:AssumeRole", "sts:TagSession"]}]}
-    role = iam.create_role(RoleName=f"recc-provisioner-{uuid.uuid4().hex[:8]}",
-                           AssumeRolePolicyDocument=json.dumps(trust))["Role"]
-    return {"role_arn": role["Arn"], "template": template}
+    """The context's launch template and provisioner role, made in moto (`tests.eks_env.setup_aws`)."""
+    role_arn, template = eks_env.setup_aws(moto_url)
+    return {"role_arn": role_arn, "template": template}
 
 
 def context_settings(url: str, aws: dict[str, str], **kw: Any) -> dict[str, Any]:

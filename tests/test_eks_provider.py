@@ -4,8 +4,6 @@ processes as pods, the scheduler reached through a port-forward. The provider is
 from __future__ import annotations
 
 import asyncio
-import json
-import uuid
 
 import boto3
 import pytest
@@ -18,6 +16,7 @@ from reccd.providers import load_provider
 from reccd.providers.eks import EksProvider, group_name
 from reccd.tls import client_security, make_cluster_tls
 from reccd.tunnel import Tunnel
+from tests import eks_env
 from tests.fakekube import FakeKube, make_token
 from tests.servers import moto_and_kube
 
@@ -34,16 +33,9 @@ def servers():
 
 
 def setup_aws(moto_url: str, fake: FakeKube, url: str) -> dict:
-    """The context's launch template and provisioner role, made in moto."""
-    ec2 = boto3.client("ec2", endpoint_url=moto_url, **AWS)
-    template = f"nodes-{uuid.uuid4().hex[:8]}"
-    ec2.create_launch_template(LaunchTemplateName=template,
-                               LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "m5.large"})
-    iam = boto3.client("iam", endpoint_url=moto_url, **AWS)
-    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"},
-                                                     "Action": ["sts:AssumeRole", "sts:TagSession"]}]}
-    role = iam.create_role(RoleName=f"recc-provisioner-{uuid.uuid4().hex[:8]}", AssumeRolePolicyDocument=json.dumps(trust))["Role"]
-    return {"moto_url": moto_url, "fake": fake, "url": url, "role_arn": role["Arn"], "template": template}
+    """The servers and the context's launch template and provisioner role, made in moto."""
+    role_arn, template = eks_env.setup_aws(moto_url)
+    return {"moto_url": moto_url, "fake": fake, "url": url, "role_arn": role_arn, "template": template}
 
 
 @pytest.fixture
