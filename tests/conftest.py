@@ -13,6 +13,10 @@ import pytest
 # with a clean environment; those are found as descendants instead).
 SESSION_MARK = uuid.uuid4().hex
 os.environ["RECC_TEST_SESSION"] = SESSION_MARK
+# Daemons keep no warm spare interpreters unless a test asks (`spares` below): on two cores, three
+# idle interpreters importing distributed per daemon start, never claimed by most tests, were CPU
+# the whole suite waited for. tests/test_local_spares.py and the daemon end-to-end test use them.
+os.environ["RECC_LOCAL_SPARES"] = "0"
 
 
 def _marked_processes() -> set[int]:
@@ -105,11 +109,19 @@ def recc_dirs(monkeypatch):
 
 
 @pytest.fixture
-def daemon(recc_dirs):
+def spares() -> str:
+    """How many warm worker interpreters the `daemon` fixture's daemon keeps (override to turn them on)."""
+    return "0"
+
+
+@pytest.fixture
+def daemon(recc_dirs, spares):
     """A running `reccd` in private folders; stopped (and its clusters deleted) after the test."""
     from tests.harness import Daemon
 
-    d = Daemon(recc_dirs).start()
+    d = Daemon(recc_dirs)
+    d.env["RECC_LOCAL_SPARES"] = spares
+    d.start()
     try:
         yield d
     finally:

@@ -58,7 +58,9 @@ class Daemon:
         self.proc = subprocess.Popen([sys.executable, "-m", "reccd"], env=self.env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         if wait:
-            deadline = time.monotonic() + 30
+            # a hang detector, not a speed check: a restart reconciles first, which on two loaded cores
+            # (EKS fault chains: five daemons importing boto3 and talking to moto at once) took over 30 s
+            deadline = time.monotonic() + 120
             # up = answering and its info file written (that happens after reconcile at start)
             while not (self.client().is_alive() and self._info_pid() == self.proc.pid):
                 if self.proc.poll() is not None:

@@ -62,6 +62,7 @@ def refused(address: str, security=None) -> bool:
     return asyncio.run(attempt())
 
 
+@pytest.mark.parametrize("spares", ["2"])  # the default daemon: its scheduler and workers come from warm spares
 def test_cluster_through_the_daemon_end_to_end(daemon) -> None:
     cluster = RECCCluster("local", n_workers=2, quiet=True)
     name = cluster.name

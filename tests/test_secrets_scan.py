@@ -16,14 +16,15 @@ import sys
 import threading
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import boto3
 import psutil
 import pytest
 
 from tests.authenv import auth_env, random_keys, recc
-from tests.eks_env import EksWorld, eks_world, write_contexts
+from recc import manifests as M
+from tests.eks_env import USER, EksWorld, eks_world, write_contexts
 from tests.harness import Daemon
 
 pytestmark = pytest.mark.slow
@@ -90,7 +91,12 @@ def _leaks(secrets: dict[str, str], where: dict[str, bytes]) -> list[str]:
             if value.encode() in data]
 
 
-def full_cycle(dirs: dict[str, str], env: dict[str, str], template: str, extra_up: list[str]) -> None:
+def full_cycle(dirs: dict[str, str], env: dict[str, str], template: str, extra_up: list[str],
+               cluster_pids: Callable[[Daemon, str], set[int]]) -> None:
+    """Log in, make a cluster, use it, delete it, scanning everything for the secrets.
+
+    ``cluster_pids(daemon, name)``: the cluster's own processes (the daemon's children on ``local``,
+    the fake kubelet's pod processes on ``eks``); their environments are scanned too."""
     akid, secret, token = random_keys()
     role = _role(env["AWS_ENDPOINT_URL"])
     secrets = {"access key id": akid, "secret access key": secret, "session token": token}
@@ -128,7 +134,10 @@ def full_cycle(dirs: dict[str, str], env: dict[str, str], template: str, extra_u
         environs = _environs()
         daemon_tree = {d.proc.pid, *(p.pid for p in psutil.Process(d.proc.pid).children(recursive=True))}
         assert daemon_tree <= set(environs) | {p for p in daemon_tree if not psutil.pid_exists(p)}
-        assert len(daemon_tree) > 2  # the daemon and the cluster's processes were all looked at
+        pods = cluster_pids(d, name)
+        assert len(pods) >= 2, pods  # a scheduler and a worker at least, each looked at below
+        for pid in pods - set(environs):
+            environs[pid] = Path(f"/proc/{pid}/environ").read_bytes()
         scanned.update({f"/proc/{pid}/environ": data for pid, data in environs.items()})
         scanned.update(_files(dirs))  # while running: the WAL is there now
         down = recc(env, "down", name, timeout=300)
@@ -154,10 +163,16 @@ def test_no_secret_leaks_on_the_local_provider(recc_dirs):
     with moto_server() as moto_url:
         # RECC_LOCAL_SPARES=0: warm spare interpreters started during shutdown outlive the daemon (reported)
         env = auth_env(recc_dirs, moto_url, RECC_LOCAL_SPARES="0")
-        full_cycle(recc_dirs, env, "local", ["--workers", "1"])
+        full_cycle(recc_dirs, env, "local", ["--workers", "1"],
+                   lambda d, _: {p.pid for p in psutil.Process(d.proc.pid).children(recursive=True)})
 
 
 def test_no_secret_leaks_on_the_eks_path(world: EksWorld, recc_dirs):
     env = auth_env(recc_dirs, world.moto_url, RECC_HEARTBEAT_INTERVAL="1")
     write_contexts(recc_dirs, {"adhoc": world.context()})
-    full_cycle(recc_dirs, env, "small-cluster-small-workers", ["--workers", "1"])
+    def pods(_: Daemon, name: str) -> set[int]:
+        ns = M.namespace_name(USER, name)
+        return {rt.proc.pid for rt in world.fake.kubelet.runtimes.values()
+                if rt.namespace == ns and rt.proc is not None and rt.proc.returncode is None}
+
+    full_cycle(recc_dirs, env, "small-cluster-small-workers", ["--workers", "1"], pods)

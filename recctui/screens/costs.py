@@ -156,6 +156,8 @@ class CostsScreen(Screen[None]):
         self.show_rate(rate_samples)
 
     def show_rate(self, samples: list[float]) -> None:
+        if not self.query("#rate"):
+            return  # pushed but not composed yet: its first fill shows the samples
         self.query_one("#rate", Sparkline).data = fmt.sparkline_values(samples, 120)
         current = samples[-1] if samples else 0.0
         self.query_one("#rate-label", Label).update(
