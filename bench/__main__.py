@@ -158,9 +158,12 @@ def cluster(mb: int, runs: int, tasks: int, route_runs: int, settle: float = 4.0
     return rows
 
 
-def api(clusters: int, requests: int, timeout: float = 300) -> list[dict[str, Any]]:
+def api(clusters: int, requests: int, timeout: float = 300, poll_seconds: float | None = None,
+        settle: float = 3.0) -> list[dict[str, Any]]:
+    if poll_seconds is None:
+        poll_seconds = 2 if requests < 5000 else 5
     out = _run("daemon_api.py", "--clusters", str(clusters), "--requests", str(requests), "--poll-seconds",
-               str(2 if requests < 5000 else 5), timeout=timeout)
+               str(poll_seconds), "--settle", str(settle), timeout=timeout)
     d = json.loads(out.strip().splitlines()[-1])
     kb = d["listing_bytes"] / 1000
     rows = [row(f"daemon API GET /v1/clusters ({clusters} clusters, {label}) {q} at {n} client{'s' if n > 1 else ''} "
@@ -190,9 +193,10 @@ def tui(clusters: int, runs: int, timeout: float = 240) -> list[dict[str, Any]]:
                 float(data["target_ms"]))]
 
 
-def workloads(size: str, timeout: float = 600) -> list[dict[str, Any]]:
-    """The three examples vs their serial runs, in a subprocess so the time bound and sweep apply."""
-    out = _run("-m", "bench", "--workloads-only", size, timeout=timeout)
+def workloads(size: str, timeout: float = 600, repeat: int = 3) -> list[dict[str, Any]]:
+    """The three examples vs their serial runs (medians of ``repeat``), in a subprocess so the time bound and
+    sweep apply."""
+    out = _run("-m", "bench", "--workloads-only", size, "--workloads-repeat", str(repeat), timeout=timeout)
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -230,7 +234,7 @@ def _ceiling(pool: Any, cores: int, runs: int) -> list[float]:
     return out
 
 
-def _workloads_here(size: str) -> list[dict[str, Any]]:
+def _workloads_here(size: str, repeat: int = 3) -> list[dict[str, Any]]:
     import multiprocessing
     import statistics
     from concurrent.futures import ProcessPoolExecutor
@@ -244,13 +248,13 @@ def _workloads_here(size: str) -> list[dict[str, Any]]:
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
     with ProcessPoolExecutor(cores, mp_context=context) as pool:
         list(pool.map(_spin, [1] * cores))
-        ceiling = _ceiling(pool, cores, 3)  # before the workloads and after: the load may change meanwhile
+        ceiling = _ceiling(pool, cores, repeat)  # before the workloads and after: the load may change meanwhile
         with local_datastore():
             for mod in (by_date, dataframe, combined):
-                result = mod.measure(["--size", size, "--workers", str(cores), "--repeat", "3"])
-                rows.append(row(f"workload {mod.NAME} ({size}) speedup vs serial on {cores} cores (median of 3)",
-                                result["serial_seconds"] / result["seconds"], "x", float(cores)))
-        ceiling += _ceiling(pool, cores, 3)
+                result = mod.measure(["--size", size, "--workers", str(cores), "--repeat", str(repeat)])
+                rows.append(row(f"workload {mod.NAME} ({size}) speedup vs serial on {cores} cores (median of "
+                                f"{repeat})", result["serial_seconds"] / result["seconds"], "x", float(cores)))
+        ceiling += _ceiling(pool, cores, repeat)
     rows.insert(0, row(f"machine ceiling: pure-Python loop, {cores} processes vs 1 during the workloads (median of "
                        f"{len(ceiling)})", statistics.median(ceiling), "x", float(cores)))
     return rows
@@ -272,15 +276,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="FILE", help="write the rows as JSON")
     parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # the smallest settings, for a test
     parser.add_argument("--workloads-only", metavar="SIZE", help=argparse.SUPPRESS)  # `workloads`' subprocess
+    parser.add_argument("--workloads-repeat", type=int, default=3, help=argparse.SUPPRESS)  # its medians of N
     args = parser.parse_args(argv)
     if args.workloads_only:
-        print(json.dumps(_workloads_here(args.workloads_only)))
+        print(json.dumps(_workloads_here(args.workloads_only, args.workloads_repeat)))
         return 0
     _become_subreaper()
     # (name, run) per sub-bench; each has a time bound (`_run`'s timeout), so the whole run has one too
-    if args.smoke:
-        plan = [("tunnel", lambda: tunnel(4, 1, 50, quick=True, timeout=120)), ("tui", lambda: tui(50, 1)),
-                ("api", lambda: api(10, 100, timeout=120)), ("workloads", lambda: workloads("small", timeout=120))]
+    if args.smoke:  # every code path once, nothing repeated: tests/test_bench_smoke.py checks the shape only
+        plan = [("tunnel", lambda: tunnel(4, 1, 10, quick=True, timeout=120)), ("tui", lambda: tui(50, 1)),
+                ("api", lambda: api(10, 100, timeout=120, poll_seconds=0.5, settle=0.5)),
+                ("workloads", lambda: workloads("small", timeout=120, repeat=1))]
     elif args.quick:  # about 2.5 minutes on 2 cores: fewer round trips and runs, the gather routes measured once
         plan = [("tunnel", lambda: tunnel(64, 3, 100, quick=True, timeout=120)),
                 ("cluster", lambda: cluster(64, 2, 100, 0, timeout=120)),  # pauses as in full mode: spares refill

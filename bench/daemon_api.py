@@ -137,6 +137,8 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=100)
     parser.add_argument("--requests", type=int, default=2000, help="requests per load level")
     parser.add_argument("--poll-seconds", type=float, default=3.0, help="length of the polling run")
+    parser.add_argument("--settle", type=float, default=3.0,
+                        help="seconds to wait once the clusters run, before measuring (a keep-alive round)")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="recc-api"))
     env = {**os.environ, "RECC_RUNTIME_DIR": str(base / "run"), "RECC_DATA_DIR": str(base / "data"),
@@ -163,7 +165,7 @@ def main() -> None:
             client.create_cluster(spec, f"bench-{i:03d}")
         while sum(c["status"] == "running" for c in client.list_clusters()) < args.clusters:
             time.sleep(0.1)
-        time.sleep(3)  # a keep-alive round (heartbeats, observations) has run over all of them
+        time.sleep(args.settle)  # a keep-alive round (heartbeats, observations) has run over all of them
         out: dict[str, Any] = {"clusters": args.clusters, "rss_empty_mib": rss_empty}
         out["listing_bytes"] = len(json.dumps({"clusters": client.list_clusters()}, separators=(",", ":")))
         # conditional (what the library and the TUI send), then every request asking for the whole body

@@ -254,11 +254,23 @@ def _stop_daemon_by_info(run_dir: "os.PathLike[str]") -> None:
         with contextlib.suppress(OSError):
             os.kill(pid, sig)
         while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except OSError:
+            if _gone(pid):
                 return
             time.sleep(0.2)
+
+
+def _gone(pid: int) -> bool:
+    """Whether the daemon ``pid`` has exited. `DaemonClient.connect` started it as this process's child; the
+    library reaps it in a thread, but whichever of us gets there first, a zombie counts as gone."""
+    import psutil
+
+    with contextlib.suppress(OSError, AttributeError):  # ChildProcessError: not our child; no WNOHANG: Windows
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
 
 
 def raw_mode(args: argparse.Namespace) -> None:

@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -192,6 +193,9 @@ class DaemonClient:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.is_alive():
+                # the daemon is our child until we exit: reap it when it stops, or it stays a zombie that
+                # looks alive to anything checking its pid (`recc daemon stop`, benches, the TUI)
+                threading.Thread(target=proc.wait, name="reccd-reaper", daemon=True).start()
                 return
             if proc.poll() is not None and not self.is_alive():
                 tail = _tail(log_dir() / "reccd.stdout", 5)

@@ -8,7 +8,9 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 
+import psutil
 import pytest
 
 from recc.daemon_client import DaemonClient, _UnixHTTPConnection
@@ -140,6 +142,11 @@ def test_library_starts_the_daemon_on_demand_and_stop_removes_it(recc_dirs) -> N
                              timeout=90)
     assert out.returncode == 0, out.stderr
     assert not client.is_alive()
+    # the daemon was this process's child: once stopped it is reaped, not left a zombie whose pid looks alive
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(pid):
+        assert time.monotonic() < deadline, f"reccd {pid} is {psutil.Process(pid).status()} after its stop"
+        time.sleep(0.05)
 
 
 def _listing(daemon: Daemon, etag: str | None = None) -> tuple[int, str | None, bytes]:
