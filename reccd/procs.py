@@ -176,18 +176,30 @@ def kill_all(records: Iterable[Mapping | None], selector: str, grace: float = 3.
     if not procs:
         return []
     _signal(procs, signal.SIGTERM, groups)
-    _, left = psutil.wait_procs(procs, timeout=grace)
-    left = [p for p in left if alive(p)]
+    left = _wait_gone(procs, grace)
     if left:
         _signal(left, signal.SIGKILL, [g for g in groups if any(p.pid == g for p in left)])
-        _, left = psutil.wait_procs(left, timeout=grace)
+        left = _wait_gone(left, grace)
     # A nanny may have started a fresh worker process just before it died: sweep once more.
     stragglers = [p for p, _ in find_marked(select) if p.pid not in targets]
     if stragglers:
         _signal(stragglers, signal.SIGKILL, [])
-        _, more = psutil.wait_procs(stragglers, timeout=grace)
+        more = _wait_gone(stragglers, grace)
         left = list(left) + list(more)
     return [p.pid for p in left if alive(p)]
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait up to ``timeout`` for ``procs`` to end; those still alive. Our own children are reaped on the way;
+    a zombie whose parent is someone else counts as gone (`psutil.wait_procs` alone waited the whole timeout
+    on it, e.g. on a cluster process whose parent, not the daemon, had yet to reap it)."""
+    deadline = time.monotonic() + timeout
+    left = procs
+    while True:
+        _, left = psutil.wait_procs(left, timeout=min(0.1, max(0.0, deadline - time.monotonic())))
+        left = [p for p in left if alive(p)]
+        if not left or time.monotonic() >= deadline:
+            return left
 
 
 def reap(popens: dict[int, subprocess.Popen]) -> None:

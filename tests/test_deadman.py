@@ -131,11 +131,15 @@ async def test_without_heartbeats_every_process_exits_after_the_ttl(tmp_path):
 
 
 @pytest.mark.slow
-async def test_heartbeats_keep_the_cluster_alive(tmp_path):
+async def test_heartbeats_keep_the_cluster_alive_and_report_idle_facts(tmp_path):
+    """One cluster serves two checks: while heartbeats keep it alive for three TTLs, its idle facts are
+    checked (a few seconds of checks that need a live cluster, not a cluster start of their own)."""
     ttl = 3.0
     async with local_cluster(tmp_path, "dm2", n_workers=1, ttl=ttl, keep_alive=True) as (provider, seen, tls, beats):
         pids = cluster_pids(provider, "dm2")
-        await asyncio.sleep(3 * ttl)
+        ready = time.monotonic()
+        await check_idle_facts(provider, "dm2", seen[-1], tls, ttl)  # a few seconds, inside the three TTLs
+        await asyncio.sleep(max(0.0, ready + 3 * ttl - time.monotonic()))
         assert alive(pids) == pids
         assert len(beats) >= 8
         async with Client(address(provider, "dm2", seen[-1]), security=client_security(tls),
@@ -143,42 +147,41 @@ async def test_heartbeats_keep_the_cluster_alive(tmp_path):
             assert await client.submit(sum, range(10)) == 45
 
 
-@pytest.mark.slow
-async def test_idle_facts(tmp_path):
-    async with local_cluster(tmp_path, "dm3", n_workers=1, ttl=60.0) as (provider, seen, tls, _):
-        last = seen[-1]
-        facts = await provider.heartbeat("dm3", last, 60.0)
-        assert (facts.clients, facts.last_client_left) == (0, None)
-        assert facts.started_at <= facts.last_activity <= facts.observed_at <= time.time()
+async def check_idle_facts(provider: LocalProvider, name: str, last: Checkpoint, tls, ttl: float) -> None:
+    """The idle facts a heartbeat returns, on a cluster no user client has connected to yet. Its heartbeats
+    renew with the cluster's own ``ttl``, so they keep it alive no longer than the background beats do."""
+    facts = await provider.heartbeat(name, last, ttl)
+    assert (facts.clients, facts.last_client_left) == (0, None)
+    assert facts.started_at <= facts.last_activity <= facts.observed_at <= time.time()
 
-        security = client_security(tls)
-        async with Client(address(provider, "dm3", last), security=security, asynchronous=True,
-                          timeout=20, name="recc-daemon") as own:
-            assert own.id.startswith("Client-recc-daemon-")
-            assert (await provider.heartbeat("dm3", last, 60.0)).clients == 0  # the daemon's own
+    security = client_security(tls)
+    async with Client(address(provider, name, last), security=security, asynchronous=True,
+                      timeout=20, name="recc-daemon") as own:
+        assert own.id.startswith("Client-recc-daemon-")
+        assert (await provider.heartbeat(name, last, ttl)).clients == 0  # the daemon's own
 
-            submitted = time.time()
-            async with Client(address(provider, "dm3", last), security=security, asynchronous=True,
-                              timeout=20, name="notebook") as client:
-                assert await client.submit(sum, range(10)) == 45
-                # A task that opens a client on its worker: that client is no user either.
-                # (A lambda: cloudpickle sends it by value; the workers cannot import the tests.)
-                worker_client_id = lambda: __import__("distributed").get_client().id  # noqa: E731
-                assert (await client.submit(worker_client_id, pure=False)).startswith("Client-worker-")
-                facts = await provider.heartbeat("dm3", last, 60.0)
-                assert facts.clients == 1 and facts.last_client_left is None
-                assert submitted - 0.01 <= facts.last_activity <= facts.observed_at
-                # Idle with a client connected: heartbeats and queries are no activity.
-                await asyncio.sleep(1.0)  # let the released results be forgotten
-                quiet = await provider.heartbeat("dm3", last, 60.0)
-                await asyncio.sleep(1.5)
-                still = await provider.heartbeat("dm3", last, 60.0)
-                assert still.last_activity == quiet.last_activity >= facts.last_activity
-                assert still.clients == 1
-                left = time.time()
+        submitted = time.time()
+        async with Client(address(provider, name, last), security=security, asynchronous=True,
+                          timeout=20, name="notebook") as client:
+            assert await client.submit(sum, range(10)) == 45
+            # A task that opens a client on its worker: that client is no user either.
+            # (A lambda: cloudpickle sends it by value; the workers cannot import the tests.)
+            worker_client_id = lambda: __import__("distributed").get_client().id  # noqa: E731
+            assert (await client.submit(worker_client_id, pure=False)).startswith("Client-worker-")
+            facts = await provider.heartbeat(name, last, ttl)
+            assert facts.clients == 1 and facts.last_client_left is None
+            assert submitted - 0.01 <= facts.last_activity <= facts.observed_at
+            # Idle with a client connected: heartbeats and queries are no activity.
+            await asyncio.sleep(1.0)  # let the released results be forgotten
+            quiet = await provider.heartbeat(name, last, ttl)
+            await asyncio.sleep(1.5)
+            still = await provider.heartbeat(name, last, ttl)
+            assert still.last_activity == quiet.last_activity >= facts.last_activity
+            assert still.clients == 1
+            left = time.time()
 
-            deadline = time.monotonic() + 10
-            while (facts := await provider.heartbeat("dm3", last, 60.0)).clients:
-                assert time.monotonic() < deadline, facts
-                await asyncio.sleep(0.2)
-            assert facts.last_client_left is not None and left - 0.01 <= facts.last_client_left <= facts.observed_at
+        deadline = time.monotonic() + 10
+        while (facts := await provider.heartbeat(name, last, ttl)).clients:
+            assert time.monotonic() < deadline, facts
+            await asyncio.sleep(0.2)
+        assert facts.last_client_left is not None and left - 0.01 <= facts.last_client_left <= facts.observed_at

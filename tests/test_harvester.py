@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,11 +25,34 @@ from tests.test_spend_safety import processes_under, spec, wait_running
 pytestmark = pytest.mark.slow
 
 
-def harvester(*args: str) -> tuple[list[dict], subprocess.CompletedProcess]:
-    out = subprocess.run([sys.executable, "-m", "reccd.harvester", "--json", *args], capture_output=True,
-                         text=True, env=dict(os.environ), timeout=120)
+def harvesters(*runs: tuple[str, ...]) -> list[subprocess.CompletedProcess]:
+    """Run ``recc harvest`` once per argument tuple, all at once (each one that asks a silent scheduler
+    waits out the provider's 5 s timeout, so two dry runs side by side cost one wait, not two)."""
+    started: list[subprocess.Popen] = []
+    try:
+        for args in runs:
+            started.append(subprocess.Popen([sys.executable, "-m", "reccd.harvester", *args], stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE, text=True, env=dict(os.environ)))
+        done = []
+        for proc in started:
+            out, err = proc.communicate(timeout=120)
+            done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+        return done
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+
+
+def json_result(out: subprocess.CompletedProcess) -> list[dict]:
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
-    return json.loads(out.stdout), out
+    return json.loads(out.stdout)
+
+
+def harvester(*args: str) -> tuple[list[dict], subprocess.CompletedProcess]:
+    [out] = harvesters(("--json", *args))
+    return json_result(out), out
 
 
 def by_name(results: list[dict]) -> dict[str, dict]:
@@ -43,18 +68,33 @@ def row(data: str, name: str, db: str = "state.db") -> dict:
         con.close()
 
 
+def wait_idle(data: str, name: str, seconds: float, timeout: float = 60) -> None:
+    """Until the scheduler of local cluster ``name`` has seen no task activity for ``seconds``, by its own
+    idle facts (read without renewing its heartbeat), instead of a fixed sleep."""
+    provider = LocalProvider(Path(data) / "clusters" / "local")
+    checkpoint = json.loads(row(data, name)["checkpoint"])
+    deadline = time.monotonic() + timeout
+    while True:
+        facts = asyncio.run(provider.idle_facts(name, checkpoint))
+        idle = facts.observed_at - facts.last_activity
+        if idle >= seconds:
+            return
+        assert time.monotonic() < deadline, f"{name} still busy: {facts}"  # a hang detector
+        time.sleep(min(seconds - idle + 0.1, 1.0))
+
+
 def test_clusters_a_killed_daemon_left_are_harvested_by_its_rules(recc_dirs) -> None:
     d = Daemon(recc_dirs)
-    # The default heartbeat interval (5 s), not a fast one: the live daemon warns at one beat and harvests
-    # at the next, so it gives the test one interval to kill it before it harvests "sleepy" itself.
-    d.env.update(RECC_HEARTBEAT_INTERVAL="5")
+    # Heartbeats a minute apart: the live daemon warns at one beat and harvests at the next, so it cannot
+    # harvest "sleepy" itself before the test kills it, however long the two clusters take to start.
+    d.env.update(RECC_HEARTBEAT_INTERVAL="60")
     d.start()
     data = recc_dirs["RECC_DATA_DIR"]
     clusters = Path(data) / "clusters" / "local"
     try:
         d.client().create_cluster(spec(idle_timeout=600, heartbeat_ttl=600), "halfdead")
+        d.client().create_cluster(spec(idle_timeout=1, harvest_warning=1, heartbeat_ttl=600), "sleepy")
         halfdead = wait_running(d, "halfdead")
-        d.client().create_cluster(spec(idle_timeout=3, harvest_warning=1, heartbeat_ttl=600), "sleepy")
         wait_running(d, "sleepy")
         d.proc.send_signal(signal.SIGKILL)  # nobody harvests now
         d.proc.wait(30)
@@ -62,9 +102,10 @@ def test_clusters_a_killed_daemon_left_are_harvested_by_its_rules(recc_dirs) -> 
         assert halfdead["status"] == "running"
         [sched] = [p for p in processes_under(str(clusters / "halfdead")) if "dask_scheduler" in " ".join(p.cmdline())]
         sched.kill()  # its processes may be half dead: the scheduler does not answer
-        time.sleep(4)
+        wait_idle(data, "sleepy", 1 + 0.5)  # past its idle_timeout
 
-        results, out = harvester("--dry-run")
+        out, table = harvesters(("--json", "--dry-run"), ("--dry-run",))
+        results = json_result(out)
         found = by_name(results)
         assert set(found) == {"halfdead", "sleepy"}, results
         sleepy = found["sleepy"]
@@ -76,8 +117,6 @@ def test_clusters_a_killed_daemon_left_are_harvested_by_its_rules(recc_dirs) -> 
         assert processes_under(str(clusters / "sleepy")), "a dry run deleted something"
         assert row(data, "sleepy")["status"] == "running"
 
-        table = subprocess.run([sys.executable, "-m", "reccd.harvester", "--dry-run"], capture_output=True,
-                               text=True, env=dict(os.environ), timeout=120)
         assert table.returncode == 0, table.stderr
         assert table.stdout.split()[:5] == ["NAME", "SOURCE", "ACTION", "CLOCK", "WHY"]
         assert "dry run" in table.stdout
@@ -102,26 +141,39 @@ def test_clusters_a_killed_daemon_left_are_harvested_by_its_rules(recc_dirs) -> 
     assert processes_under(str(Path(data) / "clusters")) == []
 
 
-def _make_orphan(workdir: Path, name: str) -> tuple[LocalProvider, dict]:
-    provider = LocalProvider(workdir)
-
-    async def create() -> dict:
-        cp: dict = {}
-        async for cp in provider.create(name, ClusterSpec(n_workers=0, heartbeat_ttl=600), make_cluster_tls(name)):
+def _make_orphans(todo: list[tuple[LocalProvider, str]], made: list[dict | None]) -> None:
+    """Make the clusters side by side; each one's last checkpoint lands in ``made`` as it is done."""
+    async def make(i: int, provider: LocalProvider, name: str) -> None:
+        async for made[i] in provider.create(name, ClusterSpec(n_workers=0, heartbeat_ttl=600),
+                                             make_cluster_tls(name)):
             pass
-        return cp
 
-    return provider, asyncio.run(create())
+    async def both() -> None:
+        await asyncio.gather(*(make(i, provider, name) for i, (provider, name) in enumerate(todo)))
+
+    asyncio.run(both())
+
+
+def _reap_when_they_exit(pids: list[int]) -> None:
+    """This test made the orphans, so it is their parent: collect them when they exit, as init does for a
+    daemon's orphans, or the harvester waits out its stop grace for zombies only this process can clear."""
+    def wait(pid: int) -> None:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+    for pid in pids:
+        threading.Thread(target=wait, args=(pid,), daemon=True).start()
 
 
 def test_orphaned_processes_are_found_and_removed(recc_dirs) -> None:
     data = Path(recc_dirs["RECC_DATA_DIR"])
-    made = []
+    # one left in the desktop daemon's folder, one in a job daemon's (its daemon long gone)
+    todo = [(LocalProvider(data / "clusters" / "local"), "stray"),
+            (LocalProvider(data / "jobs" / "nightly-999999" / "clusters" / "local"), "jobstray")]
+    made: list[dict | None] = [None] * len(todo)
     try:
-        # one left in the desktop daemon's folder, one in a job daemon's (its daemon long gone)
-        for workdir, name in ((data / "clusters" / "local", "stray"),
-                              (data / "jobs" / "nightly-999999" / "clusters" / "local", "jobstray")):
-            made.append((name, *_make_orphan(workdir, name)))
+        _make_orphans(todo, made)
+        _reap_when_they_exit([cp["scheduler"]["pid"] for cp in made])
         assert processes_under(str(data / "clusters" / "local" / "stray"))
 
         results, _ = harvester("--dry-run")
@@ -138,7 +190,7 @@ def test_orphaned_processes_are_found_and_removed(recc_dirs) -> None:
         assert not (data / "clusters" / "local" / "stray").exists()
         assert harvester()[0] == []
     finally:
-        for name, provider, cp in made:
+        for (provider, name), cp in zip(todo, made):
             asyncio.run(provider.delete(name, cp))  # also reaps this process's children
 
 
@@ -149,10 +201,10 @@ def test_a_fresh_cluster_is_kept_and_a_live_daemon_is_asked_to_delete(recc_dirs)
     d.start()
     try:
         d.client().create_cluster(spec(idle_timeout=600, no_client_timeout=600), "fresh")
-        d.client().create_cluster(spec(idle_timeout=3, harvest_warning=1, heartbeat_ttl=600), "sleepy")
+        d.client().create_cluster(spec(idle_timeout=1, harvest_warning=1, heartbeat_ttl=600), "sleepy")
         wait_running(d, "fresh")
         wait_running(d, "sleepy")
-        time.sleep(4)
+        wait_idle(recc_dirs["RECC_DATA_DIR"], "sleepy", 1 + 0.5)  # past its idle_timeout
         results, _ = harvester()  # not a dry run: it deletes what it would harvest
         found = by_name(results)
         fresh, sleepy = found["fresh"], found["sleepy"]
