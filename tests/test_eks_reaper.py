@@ -25,6 +25,12 @@ from reccd.tunnel import Tunnel
 from tests.opsenv import NOTHING, ROOT, USER, context_settings, kube, leftovers, recc, setup_aws, use_aws, write_config
 from tests.servers import moto_and_kube
 
+# The busy cluster's idle_timeout (seconds): short, so that it had been idle longer than that when the reaper
+# first judges it (its running task is what keeps it), and so that the test waits little for it to go idle after.
+BUSY_IDLE = 3
+# The frozen cluster's Lease TTL (seconds): the renewer renews it every 0.2 s until it is frozen.
+FROZEN_TTL = 2
+
 # A stand-in for the daemon's heartbeat: renews the Lease every 0.2 s until it is frozen (SIGSTOP).
 RENEWER = r"""
 import sys, time
@@ -100,7 +106,7 @@ def test_reaper_removes_frozen_and_idle_keeps_busy(servers, monkeypatch, tmp_pat
     frozen_spec = resolve("small-cluster-small-workers", n_workers=1, instance_type="t3.xlarge",
                           worker_memory="1GiB", scheduler_cpu=0.5, scheduler_memory="1GiB")
     busy_spec = resolve("small-cluster-small-workers", n_workers=1, instance_type="t3.xlarge", worker_memory="1GiB",
-                        scheduler_cpu=0.5, scheduler_memory="1GiB", idle_timeout=8, no_client_timeout=None,
+                        scheduler_cpu=0.5, scheduler_memory="1GiB", idle_timeout=BUSY_IDLE, no_client_timeout=None,
                         heartbeat_ttl=600)
     frozen_ns, busy_ns = M.namespace_name(USER, "frozen"), M.namespace_name(USER, "busy")
     provider = EksProvider(tmp_path / "work", ctx, user=USER, poll=0.25)
@@ -147,31 +153,46 @@ def test_reaper_removes_frozen_and_idle_keeps_busy(servers, monkeypatch, tmp_pat
 
     try:
         _, busy = asyncio.run(closing(provider, make("frozen", frozen_spec, "service"), make("busy", busy_spec, "ready")))
-        # The frozen cluster's "daemon": renews a 2 s Lease, then is frozen.
+        # The frozen cluster's "daemon": renews a short Lease, then is frozen.
         with kube(url) as c:
-            lease = M.heartbeat_lease(M.Names(USER, "frozen"), "reccd/arathe", 2,
+            lease = M.heartbeat_lease(M.Names(USER, "frozen"), "reccd/arathe", FROZEN_TTL,
                                       time.strftime("%Y-%m-%dT%H:%M:%S.123456Z", time.gmtime()))
             k8s.CoordinationV1Api(c).create_namespaced_lease(frozen_ns, lease)
-        renewer = subprocess.Popen([sys.executable, "-c", RENEWER, url, frozen_ns, "2"], cwd=ROOT,
+        renewer = subprocess.Popen([sys.executable, "-c", RENEWER, url, frozen_ns, str(FROZEN_TTL)], cwd=ROOT,
                                    stdout=subprocess.PIPE, text=True)
         assert renewer.stdout.readline().strip() == "renewing"
         os.kill(renewer.pid, signal.SIGSTOP)
+        # every renewTime it wrote is from before this moment, so its Lease has expired FROZEN_TTL s after it
+        frozen_expired = time.monotonic() + FROZEN_TTL + 0.2
 
-        # The busy cluster: its daemon heartbeats (a fresh Lease) and a client's task is running.
+        def reap_once_expired():
+            time.sleep(max(0.0, frozen_expired - time.monotonic()))
+            return reap()
+
+        # The busy cluster: its daemon heartbeats (a fresh Lease) and a client's task is running (the client
+        # connects while the frozen Lease expires).
         asyncio.run(closing(provider, provider.heartbeat("busy", busy, ttl=600)))
-        time.sleep(2.2)  # the frozen Lease expires
-        results = asyncio.run(closing(provider, busy_while(busy, reap)))[0]
+        results = asyncio.run(closing(provider, busy_while(busy, reap_once_expired)))[0]
         assert results[frozen_ns]["deleted"] and "heartbeat Lease expired" in results[frozen_ns]["reason"]
         assert results[busy_ns]["action"] == "keep" and not results[busy_ns]["deleted"], results[busy_ns]
         assert leftovers(servers["moto_url"], url, frozen_ns) == NOTHING
         assert leftovers(servers["moto_url"], url, busy_ns)["namespaces"] == [busy_ns]
 
         # Idle past idle_timeout, its daemon still heartbeating: removed, and the reason is on record.
-        time.sleep(9.0)
-        asyncio.run(closing(provider, provider.heartbeat("busy", busy, ttl=600)))
+        # Wait until the scheduler itself says it has been idle longer than that (its daemon's heartbeats
+        # bring its idle facts), rather than for a fixed time after the task was cancelled.
+        deadline = time.monotonic() + 120
+        while True:
+            facts = asyncio.run(closing(provider, provider.heartbeat("busy", busy, ttl=600)))[0]
+            idle = facts.observed_at - facts.last_activity
+            if idle > BUSY_IDLE + 1:
+                break
+            assert time.monotonic() < deadline, f"the busy cluster never went idle ({facts})"
+            time.sleep(max(0.1, min(1.0, BUSY_IDLE + 1 - idle)))
         results = reap()
         assert results[busy_ns]["deleted"], results[busy_ns]
-        assert "no task activity" in results[busy_ns]["reason"] and "idle_timeout 8s" in results[busy_ns]["reason"]
+        assert "no task activity" in results[busy_ns]["reason"], results[busy_ns]
+        assert f"idle_timeout {BUSY_IDLE}s" in results[busy_ns]["reason"], results[busy_ns]
         assert leftovers(servers["moto_url"], url, busy_ns) == NOTHING
         with kube(url) as c:
             events = k8s.CoreV1Api(c).list_namespaced_event("recc-system").items
@@ -211,6 +232,15 @@ def _wait_status(client, names, status="running", timeout=240.0):
         time.sleep(0.5)
 
 
+# The extended cluster's idle_timeout (seconds); its clock runs from its scheduler's start.
+EXTENDED_IDLE = 10
+# How long past its idle deadline (or past when it is asked, if later) the extension keeps it (seconds): the first
+# reaper pass starts a second after that deadline (and 4 s after the daemon is frozen) and must have judged the
+# cluster before the extension passes, even when its subprocess is slow (it took 4-6 s to judge on an idle machine,
+# up to ~12 s on a loaded 2-core one). A robustness margin, not a speed check.
+EXTENSION_PAST_IDLE = 30
+
+
 def _lease(url, ns):
     with kube(url) as c:
         try:
@@ -244,24 +274,37 @@ def test_reaper_through_a_frozen_daemon_and_an_extension(servers, recc_dirs):
 
     try:
         client.create_cluster(dict(small, heartbeat_ttl=3), "laptop-shut")
-        client.create_cluster(dict(small, heartbeat_ttl=600, idle_timeout=20, no_client_timeout=None,
+        made = time.time()  # before the extended cluster's scheduler starts, so before its idle clock does
+        client.create_cluster(dict(small, heartbeat_ttl=600, idle_timeout=EXTENDED_IDLE, no_client_timeout=None,
                                    harvest_warning=1), "extended")
+        # The user extends it at once, so that the daemon does not harvest it however long its making takes on a
+        # loaded machine; up to a time that is surely before the extension below (extensions only push it later).
+        client.extend("extended", (made + EXTENDED_IDLE + EXTENSION_PAST_IDLE - 1 - time.time()) / 60)
         _wait_status(client, ["laptop-shut", "extended"])
         deadline = time.monotonic() + 20
         while not (client.get_cluster("extended").get("harvest") or {}).get("deadline"):
             assert time.monotonic() < deadline, "the daemon never judged the cluster's idleness"
             time.sleep(0.2)
-        idle_deadline = client.get_cluster("extended")["harvest"]["deadline"]  # 20 s after its last activity
+        idle = client.get_cluster("extended")["idle"]  # the scheduler's idle facts, in the daemon's clock
+        idle_deadline = idle["last_activity"] + EXTENDED_IDLE
         asked = time.time()
-        # keep it 60 s from now: past the idle deadline, and past the first reaper pass even when the
-        # heartbeat, the sleep and that pass's start take long on a loaded machine
-        client.extend("extended", 1.0)
+        # keep it until EXTENSION_PAST_IDLE s past the idle deadline (fractional minutes): past the first reaper
+        # pass even when the heartbeat, the sleep and that pass's start take long on a loaded machine
+        minutes = (max(idle_deadline, asked) + EXTENSION_PAST_IDLE - asked) / 60
+        client.extend("extended", minutes)
         deadline = time.monotonic() + 20  # the next heartbeat carries the extension to the Lease
-        while (_lease(servers["url"], kept_ns).metadata.annotations or {}).get(M.EXTENDED_ANNOTATION) is None:
+
+        def extension_on_lease():
+            value = (_lease(servers["url"], kept_ns).metadata.annotations or {}).get(M.EXTENDED_ANNOTATION)
+            # the daemon's own clock is read after `asked`; the first extension ends well before this one
+            return float(value) if value is not None and float(value) > asked + minutes * 60 - 0.01 else None
+
+        while extension_on_lease() is None:
             assert time.monotonic() < deadline, "the extension never reached the Lease"
             time.sleep(0.2)
-        extended_until = float(_lease(servers["url"], kept_ns).metadata.annotations[M.EXTENDED_ANNOTATION])
-        assert asked + 59 < extended_until < time.time() + 61 and extended_until > idle_deadline + 2
+        extended_until = extension_on_lease()
+        assert asked + minutes * 60 - 1 < extended_until < time.time() + minutes * 60 + 1
+        assert extended_until > idle_deadline + 2
         os.kill(d.proc.pid, signal.SIGSTOP)  # the laptop's lid closes
         stopped = True
         time.sleep(max(4.0, idle_deadline + 1 - time.time()))  # past the short Lease and the idle deadline
@@ -271,6 +314,10 @@ def test_reaper_through_a_frozen_daemon_and_an_extension(servers, recc_dirs):
         assert results[gone_ns]["context"] == "lab"
         assert world_leftovers(world, gone_ns) == EMPTY
         assert results[kept_ns]["action"] == "keep" and not results[kept_ns]["deleted"], results[kept_ns]
+        assert "extended" in results[kept_ns]["reason"], results[kept_ns]
+        # it was judged past its idle deadline (so the extension is what kept it) and before the extension passed
+        judged_at = extended_until - results[kept_ns]["seconds_left"]
+        assert idle_deadline < judged_at < extended_until, (idle_deadline, judged_at, extended_until)
         assert world.namespaces(kept_ns) == [kept_ns]
 
         time.sleep(max(0.0, extended_until - time.time() + 0.5))
