@@ -31,6 +31,12 @@ def ready_spares(provider: LocalProvider, n: int, timeout: float = 60.0) -> None
 
 
 class TestLocalProviderWithSpares(base.TestLocalProvider):
+    def pytest_generate_tests(self, metafunc):
+        if "step" in metafunc.fixturenames:
+            # the steps where a spare becomes a cluster process (2: the scheduler, 4: the workers); the others
+            # make no process, or only wait for one, exactly as without spares (tests/test_local_provider.py)
+            metafunc.parametrize("step", [2, 4])
+
     @pytest.fixture
     def provider(self, tmp_path):
         provider = LocalProvider(tmp_path / "clusters")
