@@ -12,14 +12,16 @@ Clients are asyncio connections in this process (one per simulated client, keep-
 sending its next request when the last one is answered): with 50 of them the daemon always
 has 50 requests in flight, so p99 includes the queueing behind the others. The headline
 figures are conditional requests, as the library and the TUI make them (``If-None-Match`` with
-the ETag last received: 304 while the listing is unchanged; it is remade at most every 0.25 s,
-ages and costs moving on); the ``full_`` figures ask for the whole body every time.
+the ETag last received: 304 while the listing is unchanged; it is remade at most once a second,
+ages and costs moving on); the ``full_`` figures ask for the whole body every time. Every
+request accepts gzip, as the library does, and the client unzips what it gets.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
 import json
 import os
 import random
@@ -100,13 +102,15 @@ async def _client(sock: str, n: int, latencies: list[float], conditional: bool =
                 await asyncio.sleep(max(0.0, due - time.perf_counter()))
                 due += every
             start = time.perf_counter()
-            writer.write(b"GET /v1/clusters HTTP/1.1\r\nHost: localhost\r\n"
+            writer.write(b"GET /v1/clusters HTTP/1.1\r\nHost: localhost\r\nAccept-Encoding: gzip\r\n"
                          + (b"If-None-Match: " + etag + b"\r\n" if conditional and etag else b"") + b"\r\n")
             head = await reader.readuntil(b"\r\n\r\n")
             fields = dict(line.split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line)
             fields = {k.strip().lower(): v.strip() for k, v in fields.items()}
             if not head.startswith(b"HTTP/1.1 304"):
-                await reader.readexactly(int(fields.get(b"content-length", b"0")))
+                body = await reader.readexactly(int(fields.get(b"content-length", b"0")))
+                if fields.get(b"content-encoding") == b"gzip":
+                    gzip.decompress(body)  # as the library does: the client's share of the cost is counted
             etag = fields.get(b"etag", etag)
             latencies.append(time.perf_counter() - start)
     finally:
@@ -167,7 +171,9 @@ def main() -> None:
             time.sleep(0.1)
         time.sleep(args.settle)  # a keep-alive round (heartbeats, observations) has run over all of them
         out: dict[str, Any] = {"clusters": args.clusters, "rss_empty_mib": rss_empty}
-        out["listing_bytes"] = len(json.dumps({"clusters": client.list_clusters()}, separators=(",", ":")))
+        listing = json.dumps({"clusters": client.list_clusters()}, separators=(",", ":")).encode()
+        out["listing_bytes"] = len(listing)
+        out["listing_gzip_bytes"] = len(gzip.compress(listing, 1, mtime=0))  # as the daemon sends it
         # conditional (what the library and the TUI send), then every request asking for the whole body
         for mode, conditional in (("", True), ("full_", False)):
             for clients in (1, 50):
