@@ -53,11 +53,11 @@ def _processes_under(folder: Path) -> list[str]:
 
 
 # tunnel_throughput starts a daemon (in a session of its own) and a cluster, then runs 100,000 tiny tasks (far
-# more than any timeout here allows). `_run`'s clock is held until its daemon says the cluster is running and
-# the daemon, scheduler and worker processes are there, however loaded the machine, and is then given 3 s: the
-# sub-bench times out with all of them up (and its clients connecting or running tasks).
+# more than any timeout here allows). `_run`'s clock is held (its ``hold``) until its daemon says the cluster is
+# running and the daemon, scheduler and worker processes are there, however loaded the machine, and is then
+# given 3 s: the sub-bench times out with all of them up (and its clients connecting or running tasks).
 TIMEOUT_CODE = """
-import glob, os, subprocess, sys, time
+import glob, os, sys, time
 
 import psutil
 
@@ -66,6 +66,7 @@ from recc.daemon_client import DaemonClient
 
 FOLDER = sys.argv[1]
 WANTED = {"reccd": "daemon", "distributed.cli.dask_scheduler": "scheduler", "distributed.cli.dask_worker": "worker"}
+UP = {"cluster running", *WANTED.values()}
 
 
 def running() -> set:
@@ -87,25 +88,21 @@ def running() -> set:
     return seen
 
 
-communicate = subprocess.Popen.communicate
+deadline = time.monotonic() + 90
 
 
-def held(self, input=None, timeout=None):
-    subprocess.Popen.communicate = communicate  # only `_run`'s first call: its grace period is its own
-    deadline = time.monotonic() + 90
-    while (seen := running()) != {"cluster running", *WANTED.values()} and time.monotonic() < deadline:
-        try:
-            return communicate(self, input, 0.5)  # ended early (it failed): `_run` reports it
-        except subprocess.TimeoutExpired:
-            pass
+def not_up_yet() -> bool:
+    seen = running()
+    if seen != UP and time.monotonic() < deadline:
+        return True
     print("up at the timeout's start:", ", ".join(sorted(seen)), flush=True)
-    return communicate(self, input, timeout)
+    return False
 
 
-subprocess.Popen.communicate = held
 _become_subreaper()
 try:
-    _run("tunnel_throughput.py", "--mib", "4", "--runs", "1", "--trips", "100000", "--no-asyncio-relay", timeout=3)
+    _run("tunnel_throughput.py", "--mib", "4", "--runs", "1", "--trips", "100000", "--no-asyncio-relay", timeout=3,
+         hold=not_up_yet)
 except RuntimeError as exc:
     print(exc)
 """

@@ -52,9 +52,11 @@ def test_settings_from_env():
 
 
 @contextlib.asynccontextmanager
-async def local_cluster(tmp_path: Path, name: str, *, n_workers: int, ttl: float, keep_alive: bool = False):
+async def local_cluster(tmp_path: Path, name: str, *, n_workers: int, ttl: float, keep_alive: bool = False,
+                        beat_while_creating: bool = False):
     """A local cluster; with ``keep_alive`` it is heartbeated (every ttl/3 s) from the moment its
-    scheduler has an address, as the daemon does, so a short TTL cannot expire during create."""
+    scheduler has an address, as the daemon does, so a short TTL cannot expire during create; with
+    ``beat_while_creating`` only until create is done (its switch then runs out one TTL after that at most)."""
     provider = LocalProvider(tmp_path / "clusters")
     tls = make_cluster_tls(name)
     seen: list[Checkpoint] = []
@@ -70,8 +72,12 @@ async def local_cluster(tmp_path: Path, name: str, *, n_workers: int, ttl: float
         async for cp in provider.create(name, ClusterSpec(n_workers=n_workers, worker_memory="1GiB",
                                                           heartbeat_ttl=ttl), tls):
             seen.append(cp)
-            if keep_alive and task is None and "address" in cp.get("scheduler", {}):
+            if (keep_alive or beat_while_creating) and task is None and "address" in cp.get("scheduler", {}):
                 task = asyncio.ensure_future(beat())
+        if beat_while_creating and task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         yield provider, seen, tls, beats
     finally:
         if task is not None:
@@ -104,8 +110,11 @@ def address(provider: LocalProvider, name: str, last: Checkpoint) -> str:
 @pytest.mark.slow
 async def test_without_heartbeats_every_process_exits_after_the_ttl(tmp_path):
     ttl = 3.0
-    async with local_cluster(tmp_path, "dm1", n_workers=1, ttl=ttl) as (provider, seen, tls, _):
-        ready = time.monotonic()  # the switch was armed before the cluster was ready
+    # heartbeats while it is created (as the daemon does), none after: without them a start slower than the TTL
+    # (a loaded machine) shut the scheduler down before its worker arrived, and create failed
+    async with local_cluster(tmp_path, "dm1", n_workers=1, ttl=ttl, beat_while_creating=True) as (provider, seen,
+                                                                                                  tls, _):
+        ready = time.monotonic()  # the last heartbeat renewed the switch before the cluster was ready
         last = seen[-1]
         pids = cluster_pids(provider, "dm1")
         nanny = last["workers"][0]["pid"]
@@ -126,8 +135,10 @@ async def test_without_heartbeats_every_process_exits_after_the_ttl(tmp_path):
         assert any("no heartbeat from the RECC daemon" in line and "shutting the cluster down" in line
                    for line in logs["scheduler"])
         assert any("End worker" in line for line in logs["worker-0"])  # exited, not killed
-        with pytest.raises(ProviderError, match="did not answer"):
-            await provider.heartbeat("dm1", last, ttl, timeout=1.0)
+        started = time.monotonic()
+        with pytest.raises(ProviderError, match="scheduler process is gone"):
+            await provider.heartbeat("dm1", last, ttl, timeout=5.0)
+        assert time.monotonic() - started < 2.5, "a heartbeat to a dead scheduler waited out its timeout"
 
 
 @pytest.mark.slow

@@ -26,8 +26,8 @@ pytestmark = pytest.mark.slow
 
 
 def harvesters(*runs: tuple[str, ...]) -> list[subprocess.CompletedProcess]:
-    """Run ``recc harvest`` once per argument tuple, all at once (each one that asks a silent scheduler
-    waits out the provider's 5 s timeout, so two dry runs side by side cost one wait, not two)."""
+    """Run ``recc harvest`` once per argument tuple, all at once (each one starts an interpreter and asks
+    every live scheduler, so two dry runs side by side cost about one run, not two)."""
     started: list[subprocess.Popen] = []
     try:
         for args in runs:
@@ -114,6 +114,8 @@ def test_clusters_a_killed_daemon_left_are_harvested_by_its_rules(recc_dirs) -> 
         assert "no task activity" in sleepy["reason"] and sleepy["seconds_left"] == 0
         assert found["halfdead"]["action"] == "harvest"
         assert found["halfdead"]["reason"] == "the scheduler does not answer"
+        # found by its process, not by waiting out the 5 s connect timeout a refused connection costs
+        assert "scheduler process is gone" in found["halfdead"]["detail"], found["halfdead"]
         assert processes_under(str(clusters / "sleepy")), "a dry run deleted something"
         assert row(data, "sleepy")["status"] == "running"
 

@@ -111,7 +111,9 @@ class ProviderContract:
     # ------------------------------------------------------------------ tests
 
     @pytest.mark.slow
-    async def test_create_compute_observe_delete(self, provider):
+    async def test_create_compute_observe_scale_delete(self, provider):
+        """One two-worker cluster for what used to be two tests (create, compute, observe, delete; and scale
+        up and down): every check of both, one cluster start (and, with spares, one pool) instead of two."""
         t0 = time.monotonic()
         async with self.cluster(provider, "c1", 2) as (seen, tls):
             elapsed = time.monotonic() - t0
@@ -134,14 +136,34 @@ class ProviderContract:
             assert set(tail) == {"scheduler", "worker-0", "worker-1"}
             assert len(tail["scheduler"]) == 3
             print(f"create with 2 workers took {elapsed:.1f} s")
+
+            # scale up and down, seen by the scheduler
+            async with Client(self.address(provider, "c1", seen[-1]), security=client_security(tls),
+                              asynchronous=True, timeout=20) as client:
+                last = await provider.scale("c1", 3, seen[-1])
+                seen.append(last)
+                assert await self.scheduler_workers(client) == 3
+                last = await provider.scale("c1", 1, last)
+                seen.append(last)
+                assert await self.scheduler_workers(client) == 1
+                assert await client.submit(sum, range(4)) == 6
+                [st] = await provider.status(["c1"], [last])
+                assert (st.workers_ready, st.workers_desired) == (1, 1)
+                assert await provider.scale("c1", 1, last) == last  # converged: nothing to do
         await self.assert_nothing_left(provider, "c1", seen)
         await provider.delete("c1", seen[-1])  # idempotent
         await provider.delete("c1", None)
         assert await provider.logs("c1", seen[-1]) == {}
 
     @pytest.mark.slow
-    async def test_refuses_plaintext_and_foreign_certificates(self, provider):
+    async def test_heartbeat_returns_idle_facts_and_refuses_plaintext_and_foreign_certificates(self, provider):
+        """One scheduler-only cluster for what used to be two tests (its heartbeat's idle facts, first, as on a
+        fresh cluster; then who may connect): one cluster start (and, with spares, one pool) instead of two."""
         async with self.cluster(provider, "c2", 0) as (seen, tls):
+            facts = await provider.heartbeat("c2", seen[-1], 60.0)
+            assert isinstance(facts, IdleFacts) and (facts.clients, facts.last_client_left) == (0, None)
+            assert facts.started_at <= facts.last_activity <= facts.observed_at
+
             address = self.address(provider, "c2", seen[-1])
             comm = await connect(address, timeout=10, **client_security(tls).get_connection_args("client"))
             await comm.close()  # the control: our own certificate is accepted
@@ -155,23 +177,6 @@ class ProviderContract:
             with pytest.raises(OSError):
                 comm = await connect(address, timeout=1.5, ssl_context=no_cert)
                 await comm.read()  # TLS 1.3: the server's refusal may arrive after the handshake
-
-    @pytest.mark.slow
-    async def test_scale_up_and_down(self, provider):
-        async with self.cluster(provider, "c3", 2) as (seen, tls):
-            async with Client(self.address(provider, "c3", seen[-1]), security=client_security(tls),
-                              asynchronous=True, timeout=20) as client:
-                last = await provider.scale("c3", 3, seen[-1])
-                seen.append(last)
-                assert await self.scheduler_workers(client) == 3
-                last = await provider.scale("c3", 1, last)
-                seen.append(last)
-                assert await self.scheduler_workers(client) == 1
-                assert await client.submit(sum, range(4)) == 6
-                [st] = await provider.status(["c3"], [last])
-                assert (st.workers_ready, st.workers_desired) == (1, 1)
-                assert await provider.scale("c3", 1, last) == last  # converged: nothing to do
-        await self.assert_nothing_left(provider, "c3", seen)
 
     @pytest.mark.slow
     async def test_fails_at_step(self, provider, step):
@@ -212,13 +217,6 @@ class ProviderContract:
             await steps.aclose()
             await provider.delete("c6", seen[-1] if seen else None)
         await self.assert_nothing_left(provider, "c6", seen)
-
-    @pytest.mark.slow
-    async def test_heartbeat_returns_idle_facts(self, provider):
-        async with self.cluster(provider, "c11", 0) as (seen, tls):
-            facts = await provider.heartbeat("c11", seen[-1], 60.0)
-            assert isinstance(facts, IdleFacts) and (facts.clients, facts.last_client_left) == (0, None)
-            assert facts.started_at <= facts.last_activity <= facts.observed_at
 
     async def test_delete_of_nothing(self, provider):
         await provider.delete("never-made", None)

@@ -146,23 +146,6 @@ def test_a_crash_at_any_create_step_leaves_nothing_after_restart() -> None:
     assert problems == [], "\n\n".join(problems)
 
 
-def test_a_running_cluster_is_adopted_again_after_a_crash(recc_dirs) -> None:
-    d = start(recc_dirs)
-    try:
-        d.client().create_cluster(spec(), "survivor")
-        wait_running(d, "survivor")
-        d.proc.send_signal(signal.SIGKILL)
-        d.proc.wait(30)
-        d.proc.stdout.close()
-        d.start()
-        info = d.client().get_cluster("survivor")
-        assert info["status"] == "running" and info["tunnel"]["state"] != "down"
-        assert any("adopted again" in e["message"] for e in info["events"])
-    finally:
-        d.cleanup()
-    assert processes_under(str(Path(recc_dirs["RECC_DATA_DIR"]) / "clusters")) == []
-
-
 def test_a_corrupt_journal_row_is_reported_and_cleaned_up(recc_dirs) -> None:
     d = Daemon(recc_dirs)
     d.env.update(FAST, RECC_FAULT="create:after-step=3:exit")
@@ -195,7 +178,7 @@ TTL = 3  # seconds: heartbeats every 0.5 s (RECC_HEARTBEAT_INTERVAL) renew it se
 
 
 def test_heartbeats_keep_a_cluster_alive_past_its_ttl_and_a_frozen_daemon_stops_paying(recc_dirs) -> None:
-    """One cluster for both halves: the daemon's heartbeats keep it alive for several TTLs, then the daemon
+    """One cluster for both halves: the daemon's heartbeats keep it alive for two TTLs, then the daemon
     freezes and the cluster stops itself within the TTL."""
     d = start(recc_dirs)
     clusters = str(Path(recc_dirs["RECC_DATA_DIR"]) / "clusters")
@@ -205,7 +188,7 @@ def test_heartbeats_keep_a_cluster_alive_past_its_ttl_and_a_frozen_daemon_stops_
         # the TTL runs from the scheduler's start (the idle facts' started_at, in the daemon's clock)
         wait_for(lambda: d.client().get_cluster("deadman")["idle"] is not None, 30, "the first heartbeat's facts")
         started = d.client().get_cluster("deadman")["idle"]["started_at"]
-        time.sleep(max(0.0, started + 3 * TTL - time.time()))  # three TTLs: it was renewed again and again
+        time.sleep(max(0.0, started + 2 * TTL - time.time()))  # two TTLs: it was renewed again and again
         info = d.client().get_cluster("deadman")
         assert info["status"] == "running" and info["workers"]["ready"] == 1, "heartbeats did not keep it alive"
         assert processes_under(clusters)
@@ -277,17 +260,35 @@ def test_a_busy_client_prevents_the_harvest(recc_dirs) -> None:
     from recc import RSHClient
 
     d = start(recc_dirs)
+    submitted = threading.Event()
+
+    def hold_while_starting() -> None:
+        """Until the task is in: 3 s extensions, renewed every 0.5 s. A start (or connect) slower than the
+        idle timeout, on a loaded machine, could otherwise harvest the cluster before its first task. The last
+        one ends before the idle timeout after the submit runs out, so from then on only the task keeps it."""
+        client = d.client()
+        while not submitted.wait(0.5):
+            try:
+                client.extend("busy", minutes=0.05)
+            except Exception:  # noqa: BLE001 - not there yet, or already gone: the checks below say which
+                pass
+
+    holder = threading.Thread(target=hold_while_starting, daemon=True)
     try:
         d.client().create_cluster(spec(idle_timeout=4, harvest_warning=2, no_client_timeout=None), "busy")
+        holder.start()
         wait_running(d, "busy")
         with RSHClient("busy") as client:
             future = client.submit(time.sleep, 8, pure=False)  # twice the idle timeout
+            submitted.set()
+            holder.join()
             while not future.done():  # running all along, to the task's end (>= 8 s after it was submitted)
                 assert d.client().get_cluster("busy")["status"] == "running", "harvested while busy"
                 time.sleep(0.25)
             future.result()
         wait_for(lambda: d.client().list_clusters() == [], 30, "the harvest once idle")
     finally:
+        submitted.set()
         d.cleanup()
 
 
@@ -309,7 +310,7 @@ for line in sys.stdin:  # each "go": a new kernel process attaches, computes and
             os._exit(code)
     print("exit", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
 """
-NO_CLIENT_TIMEOUT = 8
+NO_CLIENT_TIMEOUT = 6  # GAP plus a reconnect stays well inside it; the harvest after it is what the test waits for
 # Seconds from one kernel's end to the next one's start; that one then connects (a fork and a connect, no
 # imports: well under a second, a few seconds on a loaded machine), well within the timeout.
 GAP = 2
@@ -377,13 +378,27 @@ def test_a_client_that_reattaches_in_time_keeps_the_cluster(recc_dirs) -> None:
 
 # -- logout, jobs ------------------------------------------------------------------------------
 
-def test_sigterm_deletes_ad_hoc_clusters_and_keeps_persistent_ones(recc_dirs) -> None:
+def test_a_crash_adopts_running_clusters_again_and_sigterm_deletes_ad_hoc_ones_but_keeps_persistent_ones(
+        recc_dirs) -> None:
+    """One daemon and one set of clusters for two checks: after a crash (SIGKILL) the running clusters, ad hoc
+    ones too, are adopted again; a SIGTERM (logout) then deletes the ad hoc ones and keeps the persistent one."""
     d = start(recc_dirs)
     try:
         for name, persist in (("adhoc-a", False), ("adhoc-b", False), ("keeper", True)):
             d.client().create_cluster(spec(persist=persist), name)
         for name in ("adhoc-a", "adhoc-b", "keeper"):
             wait_running(d, name)
+
+        # a crash: nobody deletes anything, and the restarted daemon adopts each running cluster again
+        d.proc.send_signal(signal.SIGKILL)
+        d.proc.wait(30)
+        d.proc.stdout.close()
+        d.start()
+        for name in ("adhoc-a", "adhoc-b", "keeper"):
+            info = d.client().get_cluster(name)
+            assert info["status"] == "running" and info["tunnel"]["state"] != "down", (name, info["status"])
+            assert any("adopted again" in e["message"] for e in info["events"]), name
+
         base = Path(recc_dirs["RECC_DATA_DIR"]) / "clusters" / "local"
         started = time.monotonic()
         assert d.stop(timeout=30) == 0
@@ -456,26 +471,9 @@ def test_cost_accrues_and_a_budget_threshold_alerts_once(recc_dirs) -> None:
         d.cleanup()
 
 
-def test_bad_input_is_refused_clearly(daemon) -> None:
-    client = daemon.client()
-    with pytest.raises(ClusterNotFound):
-        client.extend("ghost", 10)
-    with pytest.raises(SpecError, match="idle_timeout"):
-        client.create_cluster(spec(idle_timeout=-5))
-    with pytest.raises(SpecError, match="30 days"):
-        client.create_cluster(spec(heartbeat_ttl="400 days"))
-    with pytest.raises(SpecError, match="duration"):
-        client.create_cluster(spec(no_client_timeout="soon"))
-    client.create_cluster(spec(), "real")
-    wait_running(daemon, "real")
-    with pytest.raises(BadRequest):
-        client.extend("real", -1)
-    with pytest.raises(BadRequest):
-        client.extend("real", 10**9)
-    assert client.list_clusters()[0]["name"] == "real"
-
-
-def test_the_cost_guard_needs_a_confirmation(recc_dirs) -> None:
+def test_the_cost_guard_needs_a_confirmation_and_bad_input_is_refused_clearly(recc_dirs) -> None:
+    """Two checks that each needed a daemon and a running cluster, on one of each: the cost guard, then what
+    bad input gets (spec errors are refused before the cost guard is consulted)."""
     config = Path(recc_dirs["RECC_CONFIG_DIR"])
     config.mkdir(parents=True)
     (config / "config.yaml").write_text("max_cost_per_hour: 1\n")
@@ -483,11 +481,28 @@ def test_the_cost_guard_needs_a_confirmation(recc_dirs) -> None:
     try:
         from recc.errors import CostNotConfirmed
 
+        client = d.client()
         with pytest.raises(CostNotConfirmed) as err:
-            d.client().create_cluster(spec(), "dear")
+            client.create_cluster(spec(), "dear")
         assert "$5.00/h" in err.value.message and "--yes" in err.value.hint
-        assert d.client().list_clusters(include_gone=True) == []  # nothing was made
-        d.client().create_cluster(spec(), "dear", confirm_cost=True)
+        assert client.list_clusters(include_gone=True) == []  # nothing was made
+
+        # bad input is refused clearly
+        with pytest.raises(ClusterNotFound):
+            client.extend("ghost", 10)
+        with pytest.raises(SpecError, match="idle_timeout"):
+            client.create_cluster(spec(idle_timeout=-5))
+        with pytest.raises(SpecError, match="30 days"):
+            client.create_cluster(spec(heartbeat_ttl="400 days"))
+        with pytest.raises(SpecError, match="duration"):
+            client.create_cluster(spec(no_client_timeout="soon"))
+
+        client.create_cluster(spec(), "dear", confirm_cost=True)
         wait_running(d, "dear")
+        with pytest.raises(BadRequest):
+            client.extend("dear", -1)
+        with pytest.raises(BadRequest):
+            client.extend("dear", 10**9)
+        assert client.list_clusters()[0]["name"] == "dear"
     finally:
         d.cleanup()

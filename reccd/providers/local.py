@@ -281,6 +281,13 @@ class LocalProvider:
         address = ((last or {}).get("scheduler") or {}).get("address")
         if not address:
             raise ClusterNotReady(f"local cluster {name!r} has no scheduler address yet")
+        record = last["scheduler"]
+        if record.get("pid") and await asyncio.to_thread(procs.verified, record, self._mark(name, "scheduler")) is None:
+            # said at once: a dead scheduler refuses the connection and Dask retries refused connections
+            # until the timeout, so every dead cluster cost `recc harvest` (and a heartbeat) 5 s of waiting
+            raise ProviderError(f"could not {what} local cluster {name!r}: its scheduler process is gone "
+                                f"(pid {record['pid']})", hint="the cluster may have been killed or its "
+                                "heartbeat TTL expired")
         try:
             facts = await self._call(last, op, timeout=timeout, **kwargs)
         except (OSError, asyncio.TimeoutError) as e:
