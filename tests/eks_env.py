@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import getpass
 import json
+import threading
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -76,15 +78,11 @@ class EksWorld:
         return base
 
     def boto(self, service: str) -> Any:
-        return boto3.client(service, endpoint_url=self.moto_url, **AWS)
+        return boto(self.moto_url, service)
 
     def kube(self) -> Any:
-        """A CoreV1Api on the fake (a context manager's ApiClient is closed by the caller: use `namespaces`)."""
-        from kubernetes import client as k8s
-
-        cfg = k8s.Configuration(host=self.url)
-        cfg.api_key = {"authorization": "Bearer " + make_token(CLUSTER, boto3.Session(**AWS))}
-        return k8s.ApiClient(cfg)
+        """An ApiClient on the fake (a context manager's ApiClient is closed by the caller: use `namespaces`)."""
+        return kube(self.url)
 
     def namespaces(self, prefix: str = "recc-") -> list[str]:
         from kubernetes import client as k8s
@@ -92,6 +90,50 @@ class EksWorld:
         with self.kube() as c:
             return sorted(n.metadata.name for n in k8s.CoreV1Api(c).list_namespace().items
                           if n.metadata.name.startswith(prefix))
+
+
+_clients: dict[tuple[str, str], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def boto(moto_url: str, service: str) -> Any:
+    """A boto3 client of ``service`` on moto at ``moto_url``, made once and shared (boto3 clients are
+    thread-safe once made; making one costs ~0.1-0.3 s of CPU, which every leftovers check paid twice)."""
+    key = (moto_url, service)
+    with _clients_lock:  # making clients (a shared default session) is not thread-safe
+        made = _clients.get(key)
+        if made is None:
+            made = _clients[key] = boto3.session.Session().client(service, endpoint_url=moto_url, **AWS)
+    return made
+
+
+def kube(url: str) -> Any:
+    """A Kubernetes ApiClient on the fake at ``url`` with a fresh EKS token (close it: ``with kube(url) as c``)."""
+    from kubernetes import client as k8s
+
+    cfg = k8s.Configuration(host=url)
+    cfg.api_key = {"authorization": "Bearer " + make_token(CLUSTER, boto3.Session(**AWS))}
+    return k8s.ApiClient(cfg)
+
+
+def read_lease(url: str, namespace: str) -> Any:
+    """The namespace's heartbeat Lease (a V1Lease), or None when it has none."""
+    from kubernetes import client as k8s
+
+    with kube(url) as c:
+        try:
+            return k8s.CoordinationV1Api(c).read_namespaced_lease(M.HEARTBEAT_LEASE, namespace)
+        except k8s.ApiException:
+            return None
+
+
+def create_lease(url: str, names: M.Names, holder: str, ttl: float) -> None:
+    """A heartbeat Lease of ``names``' namespace renewed now for ``ttl`` seconds, as a daemon's heartbeat makes it."""
+    from kubernetes import client as k8s
+
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.123456Z", time.gmtime())
+    with kube(url) as c:
+        k8s.CoordinationV1Api(c).create_namespaced_lease(names.namespace, M.heartbeat_lease(names, holder, ttl, now))
 
 
 def setup_aws(moto_url: str) -> tuple[str, str]:
@@ -140,6 +182,25 @@ def eks_daemon(world: EksWorld, dirs: dict[str, str], contexts: dict[str, dict[s
     # no warm spare interpreters for the local provider: these daemons make EKS clusters only
     d.env.update(world.aws_env(), RECC_HEARTBEAT_INTERVAL="1", RECC_LOCAL_SPARES="0", **env)
     return d.start() if start else d
+
+
+def namespace_leftovers(moto_url: str, url: str, namespace: str) -> dict[str, list[str]]:
+    """Everything of ``namespace`` that still exists (and could cost money): its groups, pending or running
+    instances and launch templates (by tag ``recc:namespace``) and the namespace itself."""
+    asg, ec2 = boto(moto_url, "autoscaling"), boto(moto_url, "ec2")
+    groups = [g["AutoScalingGroupName"] for g in asg.describe_auto_scaling_groups()["AutoScalingGroups"]
+              if any(t["Key"] == "recc:namespace" and t["Value"] == namespace for t in g.get("Tags", []))]
+    running = [i["InstanceId"] for r in ec2.describe_instances(
+        Filters=[{"Name": "tag:recc:namespace", "Values": [namespace]},
+                 {"Name": "instance-state-name", "Values": ["pending", "running"]}])["Reservations"]
+        for i in r["Instances"]]
+    templates = [t["LaunchTemplateName"] for t in ec2.describe_launch_templates(
+        Filters=[{"Name": "tag:recc:namespace", "Values": [namespace]}])["LaunchTemplates"]]
+    from kubernetes import client as k8s
+
+    with kube(url) as c:
+        namespaces = [n.metadata.name for n in k8s.CoreV1Api(c).list_namespace().items if n.metadata.name == namespace]
+    return {"groups": groups, "instances": running, "namespaces": namespaces, "templates": templates}
 
 
 def leftovers(world: EksWorld, namespace: str | None = None, user: str = USER) -> dict[str, list[str]]:

@@ -9,12 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import boto3
 import yaml
-from kubernetes import client as k8s
 
 from tests import eks_env
-from tests.fakekube import make_token
 
 CLUSTER = "research-eks"
 REGION = "us-east-1"
@@ -68,27 +65,10 @@ def recc(*argv: str, timeout: float = 240, check: bool = True, input: str | None
     return done
 
 
-def kube(url: str) -> k8s.ApiClient:
-    cfg = k8s.Configuration(host=url)
-    cfg.api_key = {"authorization": "Bearer " + make_token(CLUSTER, boto3.Session(**AWS))}
-    return k8s.ApiClient(cfg)
-
-
-def leftovers(moto_url: str, url: str, namespace: str) -> dict[str, list[str]]:
-    """Everything of ``namespace`` that still exists (and could cost money)."""
-    asg = boto3.client("autoscaling", endpoint_url=moto_url, **AWS)
-    ec2 = boto3.client("ec2", endpoint_url=moto_url, **AWS)
-    groups = [g["AutoScalingGroupName"] for g in asg.describe_auto_scaling_groups()["AutoScalingGroups"]
-              if any(t["Key"] == "recc:namespace" and t["Value"] == namespace for t in g.get("Tags", []))]
-    running = [i["InstanceId"] for r in ec2.describe_instances(
-        Filters=[{"Name": "tag:recc:namespace", "Values": [namespace]},
-                 {"Name": "instance-state-name", "Values": ["pending", "running"]}])["Reservations"]
-        for i in r["Instances"]]
-    templates = [t["LaunchTemplateName"] for t in ec2.describe_launch_templates(
-        Filters=[{"Name": "tag:recc:namespace", "Values": [namespace]}])["LaunchTemplates"]]
-    with kube(url) as c:
-        namespaces = [n.metadata.name for n in k8s.CoreV1Api(c).list_namespace().items if n.metadata.name == namespace]
-    return {"groups": groups, "instances": running, "namespaces": namespaces, "templates": templates}
+# shared with the daemon-level EKS tests (tests/eks_env.py): a Kubernetes client on the fake, and what a
+# namespace left behind (its clients are made once)
+kube = eks_env.kube
+leftovers = eks_env.namespace_leftovers
 
 
 NOTHING = {"groups": [], "instances": [], "namespaces": [], "templates": []}

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from distributed import Client
@@ -106,7 +107,17 @@ def test_large_template_through_the_daemon_by_port_forward(world, recc_dirs):
                 assert client.submit(shout, marker, pure=False).result() == marker
                 line = wait_line(lines, marker, 30)
                 assert line.startswith("[recc-worker-")
-                time.sleep(4)  # more follow rounds, each overlapping the last by a few seconds
+                # more follow rounds (one a second), each overlapping the last by a few seconds: wait for three
+                # more reads of the scheduler's log than when the marker came (rather than a fixed 4 s)
+                def scheduler_reads() -> int:
+                    return sum(1 for ns_, pod, _ in log_requests[first_read:]
+                               if ns_ == ns and pod.startswith("recc-scheduler"))
+
+                wanted = max(4, scheduler_reads() + 3)
+                deadline = time.monotonic() + 60  # a hang detector
+                while scheduler_reads() < wanted:
+                    assert time.monotonic() < deadline, "recc logs --follow stopped reading"
+                    time.sleep(0.2)
                 again = []
                 while not lines.empty():
                     again.append(lines.get())
@@ -219,8 +230,10 @@ def test_two_daemons_of_one_user_restart_sweeps_only_its_own(world, recc_dirs):
     from recc.cluster import security_from
     from tests.harness import make_dirs
 
-    desktop = eks_daemon(world, recc_dirs)
-    laptop = eks_daemon(world, make_dirs())
+    # both start at once (each start is seconds of imports and boto3 set-up, mostly CPU on its own core)
+    desktop, laptop = eks_daemon(world, recc_dirs, start=False), eks_daemon(world, make_dirs(), start=False)
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda d: d.start(), (desktop, laptop)))
     spec = {"template": "small-cluster-small-workers", "provider": "eks", "n_workers": 1,
             "instance_type": "t3.xlarge", "worker_memory": "1GiB", "scheduler_cpu": 0.5, "scheduler_memory": "1GiB"}
     try:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import time
 
-import boto3
 import pytest
 import yaml
 from kubernetes import client as k8s, config as k8s_config
 
 from recc import manifests as M
-from tests.opsenv import AWS, NOTHING, USER, context_settings, kube, leftovers, recc, setup_aws, use_aws, write_config
+from tests.eks_env import boto, create_lease
+from tests.opsenv import NOTHING, USER, context_settings, kube, leftovers, recc, setup_aws, use_aws, write_config
 from tests.servers import moto_and_kube
 
 
@@ -36,8 +36,8 @@ def _tags(user: str, cluster: str) -> dict[str, str]:
 
 def _group(moto_url: str, user: str, cluster: str, itype: str, desired: int) -> str:
     """A group (and its launch template) as the provider makes them, made behind the daemon's back."""
-    ec2 = boto3.client("ec2", endpoint_url=moto_url, **AWS)
-    asg = boto3.client("autoscaling", endpoint_url=moto_url, **AWS)
+    ec2 = boto(moto_url, "ec2")
+    asg = boto(moto_url, "autoscaling")
     name = f"recc-{user}-{itype.replace('.', '-')}-{cluster}"
     tags = _tags(user, cluster)
     tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
@@ -57,10 +57,8 @@ def _namespace(url: str, user: str, cluster: str, lease_ttl: int | None = None) 
     names = M.Names(user, cluster)
     with kube(url) as c:
         k8s.CoreV1Api(c).create_namespace(M.namespace(names))
-        if lease_ttl is not None:
-            now = time.strftime("%Y-%m-%dT%H:%M:%S.123456Z", time.gmtime())
-            k8s.CoordinationV1Api(c).create_namespaced_lease(
-                names.namespace, M.heartbeat_lease(names, f"reccd/{user}", lease_ttl, now))
+    if lease_ttl is not None:
+        create_lease(url, names, f"reccd/{user}", lease_ttl)
     return names.namespace
 
 
@@ -75,7 +73,7 @@ def orphans(capsys, *argv: str) -> tuple[int, str, str]:
 
 def test_orphans_lists_exactly_the_leftovers_with_cost_and_deletes_them(env, capsys, monkeypatch):
     moto_url, url = env["moto_url"], env["url"]
-    ec2 = boto3.client("ec2", endpoint_url=moto_url, **AWS)
+    ec2 = boto(moto_url, "ec2")
     # leftovers: a group with its instance, a loose instance, a lone launch template, a half-made namespace
     lost = _group(moto_url, USER, "lost", "c5.xlarge", 1)
     stray = ec2.run_instances(ImageId="ami-12c6146b", InstanceType="t3.xlarge", MinCount=1, MaxCount=1,
@@ -123,7 +121,7 @@ def test_orphans_lists_exactly_the_leftovers_with_cost_and_deletes_them(env, cap
             assert leftovers(moto_url, url, M.namespace_name(USER, cluster)) == NOTHING
         assert leftovers(moto_url, url, alive_ns)["groups"] == [alive_group]  # the live cluster is untouched
     finally:
-        asg = boto3.client("autoscaling", endpoint_url=moto_url, **AWS)
+        asg = boto(moto_url, "autoscaling")
         for group in (alive_group, bobs, lost):
             try:
                 asg.delete_auto_scaling_group(AutoScalingGroupName=group, ForceDelete=True)
@@ -160,8 +158,8 @@ def test_kubeconfig_lists_pods_of_the_namespace(env, tmp_path):
 
 def test_exact_cost_from_instance_times(env):
     moto_url = env["moto_url"]
-    ec2 = boto3.client("ec2", endpoint_url=moto_url, **AWS)
-    asg = boto3.client("autoscaling", endpoint_url=moto_url, **AWS)
+    ec2 = boto(moto_url, "ec2")
+    asg = boto(moto_url, "autoscaling")
     group = _group(moto_url, USER, "billed", "t3.xlarge", 2)
     try:
         ids = [i["InstanceId"] for i in asg.describe_auto_scaling_groups(AutoScalingGroupNames=[group])
@@ -200,7 +198,7 @@ def test_read_df_in_a_pod_reads_the_pods_datastore(env, tmp_path):
     from reccd.tunnel import Tunnel
 
     moto_url, url = env["moto_url"], env["url"]
-    boto3.client("s3", endpoint_url=moto_url, **AWS).create_bucket(Bucket="research-data")
+    boto(moto_url, "s3").create_bucket(Bucket="research-data")
     desktop = tmp_path / "nfs"
     # LOCAL is an NFS folder on the desktop and an S3 prefix for the pods of context "test"
     settings = context_settings(url, env, data_access_role_arn="arn:aws:iam::123456789012:role/recc-data")

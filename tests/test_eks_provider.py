@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-import boto3
 import pytest
-from kubernetes import client as k8s
 
 from recc.templates import resolve
 from recc import manifests as M
@@ -17,7 +15,7 @@ from reccd.providers.eks import EksProvider, group_name
 from reccd.tls import client_security, make_cluster_tls
 from reccd.tunnel import Tunnel
 from tests import eks_env
-from tests.fakekube import FakeKube, make_token
+from tests.fakekube import FakeKube
 from tests.servers import moto_and_kube
 
 CLUSTER = "research-eks"
@@ -58,22 +56,7 @@ def context(servers, **kw) -> Context:
 
 
 def leftovers(servers, namespace: str) -> dict:
-    asg = boto3.client("autoscaling", endpoint_url=servers["moto_url"], **AWS)
-    ec2 = boto3.client("ec2", endpoint_url=servers["moto_url"], **AWS)
-    groups = [g["AutoScalingGroupName"] for g in asg.describe_auto_scaling_groups()["AutoScalingGroups"]
-              if any(t["Key"] == "recc:namespace" and t["Value"] == namespace for t in g.get("Tags", []))]
-    running = [i["InstanceId"] for r in ec2.describe_instances(
-        Filters=[{"Name": "tag:recc:namespace", "Values": [namespace]},
-                 {"Name": "instance-state-name", "Values": ["pending", "running"]}])["Reservations"]
-        for i in r["Instances"]]
-    cfg = k8s.Configuration(host=servers["url"])
-    cfg.api_key = {"authorization": "Bearer " + make_token(CLUSTER, boto3.Session(**AWS))}
-    with k8s.ApiClient(cfg) as c:
-        namespaces = [n.metadata.name for n in k8s.CoreV1Api(c).list_namespace().items
-                      if n.metadata.name == namespace]
-    templates = [t["LaunchTemplateName"] for t in ec2.describe_launch_templates(
-        Filters=[{"Name": "tag:recc:namespace", "Values": [namespace]}])["LaunchTemplates"]]
-    return {"groups": groups, "instances": running, "namespaces": namespaces, "templates": templates}
+    return eks_env.namespace_leftovers(servers["moto_url"], servers["url"], namespace)
 
 
 def test_registered():

@@ -22,6 +22,7 @@ from reccd.contexts import Context
 from reccd.providers.eks import EksProvider
 from reccd.tls import client_security, make_cluster_tls
 from reccd.tunnel import Tunnel
+from tests.eks_env import create_lease, read_lease
 from tests.opsenv import NOTHING, ROOT, USER, context_settings, kube, leftovers, recc, setup_aws, use_aws, write_config
 from tests.servers import moto_and_kube
 
@@ -154,10 +155,7 @@ def test_reaper_removes_frozen_and_idle_keeps_busy(servers, monkeypatch, tmp_pat
     try:
         _, busy = asyncio.run(closing(provider, make("frozen", frozen_spec, "service"), make("busy", busy_spec, "ready")))
         # The frozen cluster's "daemon": renews a short Lease, then is frozen.
-        with kube(url) as c:
-            lease = M.heartbeat_lease(M.Names(USER, "frozen"), "reccd/arathe", FROZEN_TTL,
-                                      time.strftime("%Y-%m-%dT%H:%M:%S.123456Z", time.gmtime()))
-            k8s.CoordinationV1Api(c).create_namespaced_lease(frozen_ns, lease)
+        create_lease(url, M.Names(USER, "frozen"), "reccd/arathe", FROZEN_TTL)
         renewer = subprocess.Popen([sys.executable, "-c", RENEWER, url, frozen_ns, str(FROZEN_TTL)], cwd=ROOT,
                                    stdout=subprocess.PIPE, text=True)
         assert renewer.stdout.readline().strip() == "renewing"
@@ -241,14 +239,6 @@ EXTENDED_IDLE = 10
 EXTENSION_PAST_IDLE = 30
 
 
-def _lease(url, ns):
-    with kube(url) as c:
-        try:
-            return k8s.CoordinationV1Api(c).read_namespaced_lease(M.HEARTBEAT_LEASE, ns)
-        except k8s.ApiException:
-            return None
-
-
 @pytest.mark.slow
 def test_reaper_through_a_frozen_daemon_and_an_extension(servers, recc_dirs):
     """A real daemon makes two clusters in context ``lab`` (not the default), is frozen with SIGSTOP, and
@@ -295,7 +285,7 @@ def test_reaper_through_a_frozen_daemon_and_an_extension(servers, recc_dirs):
         deadline = time.monotonic() + 20  # the next heartbeat carries the extension to the Lease
 
         def extension_on_lease():
-            value = (_lease(servers["url"], kept_ns).metadata.annotations or {}).get(M.EXTENDED_ANNOTATION)
+            value = (read_lease(servers["url"], kept_ns).metadata.annotations or {}).get(M.EXTENDED_ANNOTATION)
             # the daemon's own clock is read after `asked`; the first extension ends well before this one
             return float(value) if value is not None and float(value) > asked + minutes * 60 - 0.01 else None
 

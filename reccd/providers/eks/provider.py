@@ -41,6 +41,13 @@ from reccd.providers.eks.capacity import delete_capacity, ensure_group, no_insta
 from reccd.providers.eks.routes import AutoEndpoint, PortForwardEndpoint
 
 LB_CACHE_SECONDS = 30.0  # how long an auto route trusts its last look at the Service's load balancer
+# The first look again after a wait's first look (seconds); each later one waits twice as long, up to
+# ``poll``. Most waits end soon after they begin (pods stopping, an emptied namespace going, the last
+# worker joining once its pod runs): looking again only after a whole ``poll`` (1 s in the daemon)
+# made every create and delete a second or more per wait slower than what it waited for. Long waits
+# (nodes booting for minutes) still look every ``poll`` after the first ~1.5 s, so this costs a few
+# cheap extra calls per wait, not a faster poll.
+FIRST_LOOK_AGAIN = 0.1
 
 log = logging.getLogger("reccd.providers.eks")
 
@@ -118,14 +125,20 @@ class EksProvider(EksApis):
         cp["ready"] = True
         yield copy.deepcopy(cp)
 
+    def _pause(self, looks: int) -> float:
+        """How long to wait before look number ``looks + 1`` of a wait (see `FIRST_LOOK_AGAIN`)."""
+        return min(self.poll, FIRST_LOOK_AGAIN * 2 ** min(looks, 16))
+
     async def _wait_load_balancer(self, name: str) -> dict[str, Any]:
         deadline = time.monotonic() + self.context.workers_timeout
+        looks = 0
         while (lb := await self.load_balancer(name)) is None:
             if time.monotonic() > deadline:
                 raise ProviderError(f"the load balancer of EKS cluster {name!r} got no address within "
                                     f"{self.context.workers_timeout:g} s",
                                     hint="check the AWS Load Balancer Controller, or use route: portforward")
-            await asyncio.sleep(self.poll)
+            await asyncio.sleep(self._pause(looks))
+            looks += 1
         return lb
 
     # ------------------------------------------------------------------ waiting
@@ -173,6 +186,7 @@ class EksProvider(EksApis):
         deadline = start + ctx.capacity_timeout
         nodes_seen_at: float | None = None
         joined = 0
+        looks, seen = 0, None
         while True:
             prog = await self._progress(names, cp)
             if prog["failed"]:
@@ -188,6 +202,12 @@ class EksProvider(EksApis):
                     log.debug("scheduler of %s not answering yet: %r", names.namespace, e)
                 if joined >= n_workers:
                     return
+            # a milestone (the first Ready node, the scheduler running, every worker pod running) starts the
+            # quick looks again: what it waits for next (pods on the node, workers joining) comes soon. Not
+            # every pod or node that comes: a 300-worker ramp would then list its pods several times a second.
+            now_seen = (prog["nodes"] > 0, prog["scheduler"], prog["workers_running"] >= n_workers)
+            if now_seen != seen:
+                looks, seen = 0, now_seen
             log.info("%s: instances %d/%d, nodes ready %d, workers joined %d/%d", names.namespace,
                      prog["instances"], wanted, prog["nodes"], joined, n_workers)
             if time.monotonic() > deadline:
@@ -207,7 +227,8 @@ class EksProvider(EksApis):
                                     f"{time.monotonic() - start:.0f} s: " + "; ".join(missing),
                                     hint="raise max_nodes in the context, ask for fewer or smaller workers, "
                                          "or check the image and the launch template")
-            await asyncio.sleep(self.poll)
+            await asyncio.sleep(self._pause(looks))
+            looks += 1
 
     # ------------------------------------------------------------------ talking to the scheduler
 
@@ -438,11 +459,13 @@ class EksProvider(EksApis):
 
     async def _wait_until(self, check: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
+        looks = 0
         while not await asyncio.to_thread(check):
             if time.monotonic() > deadline:
                 raise ProviderError(f"timed out after {timeout:g} s waiting for {what}",
                                     hint="run the delete again; it picks up where it stopped")
-            await asyncio.sleep(self.poll)
+            await asyncio.sleep(self._pause(looks))
+            looks += 1
 
     async def _close_tunnel(self, ns: str) -> None:
         tunnel = self._tunnels.pop(ns, None)
