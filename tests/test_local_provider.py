@@ -150,6 +150,16 @@ class ProviderContract:
                 [st] = await provider.status(["c1"], [last])
                 assert (st.workers_ready, st.workers_desired) == (1, 1)
                 assert await provider.scale("c1", 1, last) == last  # converged: nothing to do
+
+            # the nanny forks its worker (no second import of distributed): the worker is the cluster's by its
+            # mark and shows the nanny's command line, not multiprocessing's spawn
+            nanny = psutil.Process(last["workers"][0]["pid"])
+            [worker] = nanny.children()
+            assert procs.mark_of(worker) == procs.mark_of(nanny) == provider._mark("c1", "worker-0")
+            assert worker.cmdline() == nanny.cmdline()
+            # and it does not keep the nanny's signal handlers, which would swallow a delete's SIGTERM
+            worker.terminate()
+            assert psutil.wait_procs([worker], timeout=5)[1] == [], "the forked worker ignored SIGTERM"
         await self.assert_nothing_left(provider, "c1", seen)
         await provider.delete("c1", seen[-1])  # idempotent
         await provider.delete("c1", None)

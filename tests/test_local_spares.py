@@ -57,17 +57,7 @@ class TestLocalProviderWithSpares(base.TestLocalProvider):
             assert any("distributed.cli.dask_scheduler" in part for part in proc.cmdline())
             assert any(str(provider.workdir / "warm") in part for part in proc.cmdline())
             marked = procs.find_marked(lambda m: procs.selects(str(provider.workdir / "warm"), m))
-            nanny = psutil.Process(seen[-1]["workers"][0]["pid"])
-            assert {sched["pid"], nanny.pid} <= {p.pid for p, _ in marked}
-            # the warm nanny forks its worker (no second import of distributed): the worker is the cluster's
-            # by its mark and shows the nanny's command line, not multiprocessing's spawn
-            [worker] = nanny.children()
-            assert worker.pid in {p.pid for p, _ in marked}
-            assert procs.mark_of(worker) == f"{provider.workdir / 'warm'}{procs.SEP}worker-0"
-            assert worker.cmdline() == nanny.cmdline()
-            # and it does not keep the nanny's signal handlers, which would swallow a delete's SIGTERM
-            worker.terminate()
-            assert psutil.wait_procs([worker], timeout=5)[1] == [], "the forked worker ignored SIGTERM"
+            assert {sched["pid"], seen[-1]["workers"][0]["pid"]} <= {p.pid for p, _ in marked}
 
     @pytest.mark.slow
     async def test_unclaimed_spares_end_with_the_pool(self, provider):

@@ -48,6 +48,7 @@ from reccd.tls import write_tls_files
 HOST = "127.0.0.1"
 LOG_TAIL = 15
 DEADMAN = "recc.deadman"  # the scheduler preload (dead-man switch and idle facts)
+FORK_WORKER = "recc.forkworker"  # the nannies' preload: fork the worker, do not import distributed again
 # Readiness polls: reading scheduler.json is a stat and a small read, asking the scheduler one
 # message on an open connection; both are cheap next to the ~1 s a cluster takes to start.
 POLL = 0.02
@@ -149,7 +150,7 @@ class LocalProvider:
                 "--tls-ca-file", str(folder / "ca.pem"), "--tls-cert", str(folder / "worker.pem"),
                 "--tls-key", str(folder / "worker-key.pem"),
                 "--local-directory", str(folder / f"worker-{wid}"),
-                "--death-timeout", f"{self.worker_death_timeout:g}"]
+                "--death-timeout", f"{self.worker_death_timeout:g}", "--preload-nanny", FORK_WORKER]
         if launch.get("resources"):
             argv += ["--resources", " ".join(f"{k}={v:g}" for k, v in launch["resources"].items())]
         return argv

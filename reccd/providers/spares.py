@@ -209,35 +209,10 @@ def _become(command: dict[str, Any], module: Any) -> None:
     argv = list(command["argv"])
     # argv is the cold command line, ``python -m <module> args...``: the CLI reads sys.argv[1:]
     sys.argv = [str(module.__file__), *(argv[3:] if argv[1:2] == ["-m"] else argv[1:])]
-    # A nanny's worker process is started with multiprocessing's spawn, which re-imports __main__:
-    # make that the CLI module, as when the process is started cold.
+    # Should a nanny spawn its worker (its fork preload, `recc.forkworker`, makes it fork on Linux), the
+    # spawn re-imports __main__: make that the CLI module, as when the process is started cold.
     sys.modules["__main__"] = module
-    if module.__name__ == MODULES["worker"]:
-        _fork_workers()
     module.main()
-
-
-def _fork_workers() -> None:
-    """Let this warm nanny fork its worker process instead of spawning a new interpreter.
-
-    A spawned worker imports distributed again (~0.6 s of CPU each, most of a warm cluster's
-    start on 2 cores); a fork starts from this interpreter, which has imported it already and
-    now carries the cluster's mark, command line and environment, so the worker does too.
-    The child must not keep the nanny's signal handling: `distributed._signals` handlers set
-    an event on the nanny's loop, which does not run in the child, so a SIGTERM from the
-    nanny or the daemon would be swallowed and the worker would only go when killed.
-    """
-    import signal
-
-    import dask.config
-
-    def in_child() -> None:
-        signal.set_wakeup_fd(-1)  # the nanny's loop's, inherited: a signal here must not wake it
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signal.SIG_DFL if sig == signal.SIGTERM else signal.default_int_handler)
-
-    os.register_at_fork(after_in_child=in_child)
-    dask.config.set({"distributed.worker.multiprocessing-method": "fork"})
 
 
 def main(role: str) -> None:
