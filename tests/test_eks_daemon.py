@@ -240,9 +240,12 @@ def test_two_daemons_of_one_user_restart_sweeps_only_its_own(world, recc_dirs):
         desktop.client().create_cluster(spec, "on-desktop")
         laptop.client().create_cluster(spec, "on-laptop")
         deadline = time.monotonic() + 240
-        while {desktop.client().get_cluster("on-desktop")["status"],
-               laptop.client().get_cluster("on-laptop")["status"]} != {"running"}:
-            assert time.monotonic() < deadline
+        while True:
+            made = [desktop.client().get_cluster("on-desktop"), laptop.client().get_cluster("on-laptop")]
+            if {c["status"] for c in made} == {"running"}:
+                break
+            assert not [c for c in made if c["status"] == "failed"], [(c["name"], c["error"]) for c in made]
+            assert time.monotonic() < deadline, [c["status"] for c in made]
             time.sleep(0.5)
         ids = []
         for d in (desktop, laptop):

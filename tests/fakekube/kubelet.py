@@ -19,6 +19,7 @@ import ctypes
 import json
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -74,8 +75,23 @@ async def _stamp_lines(stream: asyncio.StreamReader | None, path: Path) -> None:
             out.flush()
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def _free_port() -> int:
-    with socket.socket() as s:
+    """A free port below the kernel's ephemeral range. The pod's process binds it a second or more later
+    (an interpreter's start); a port from bind(0) is in that range, and meanwhile any outgoing connection
+    on the machine could take it as its local end, failing the pod (address already in use)."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12000), low)
+        if _port_is_free(port):
+            return port
+    with socket.socket() as s:  # a crowded range: the old way, race and all
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
