@@ -6,7 +6,6 @@ event loop; async code calls it through ``asyncio.to_thread``.
 
 from __future__ import annotations
 
-import gzip
 import http.client
 import json
 import os
@@ -15,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-import zlib
 from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import quote, urlencode
@@ -105,7 +103,7 @@ class DaemonClient:
 
     def _exchange(self, method: str, path: str, body: Any = None, timeout: float | None = None,
                   extra: dict[str, str] | None = None) -> tuple[http.client.HTTPResponse, Any, bytes]:
-        """One request: the response (status, headers), its decoded JSON and its bytes (unzipped); errors raised."""
+        """One request: the response (status, headers), its decoded JSON and its raw bytes; errors raised."""
         conn = self._connection(timeout or self.timeout)
         try:
             payload = json.dumps(body).encode() if body is not None else None
@@ -122,10 +120,8 @@ class DaemonClient:
         finally:
             conn.close()
         try:
-            if response.getheader("Content-Encoding") == "gzip":
-                raw = gzip.decompress(raw)
             data = json.loads(raw) if raw else {}
-        except (ValueError, OSError, EOFError, zlib.error):
+        except ValueError:
             raise RECCError(f"the daemon sent a malformed answer to {method} {path}") from None
         if response.status >= 400:
             raise error_from_json(data)
@@ -216,8 +212,7 @@ class DaemonClient:
         last got, and an unchanged listing comes back as a 304 without its body (cheap for the daemon)."""
         path = "/v1/clusters" + ("?all=1" if include_gone else "")
         cached = self._listings.get(path)
-        # gzip: ~16x fewer bytes for the daemon to send to every poller when the listing changes
-        extra = {"Accept-Encoding": "gzip", **({"If-None-Match": cached[0]} if cached else {})}
+        extra = {"If-None-Match": cached[0]} if cached else {}
         response, data, raw = self._exchange("GET", path, extra=extra)
         if response.status == 304 and cached:
             return json.loads(cached[1])["clusters"]  # parsed again: callers may change what they get

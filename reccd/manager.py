@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import getpass
 import hashlib
-import gzip
 import json
 import logging
 import secrets
@@ -19,7 +18,7 @@ import sqlite3
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from recc.errors import BadRequest, ClusterExists, ClusterNotFound, ClusterNotReady, CostNotConfirmed, RECCError
 from recc.harvest import Decision, IdleFacts
@@ -38,14 +37,6 @@ LOG_TAIL_LINES = 200
 LIVE = [s.value for s in ClusterStatus if s.is_live]
 LIST_TTL = 1.0  # seconds a listing is reused when nothing changed (ages and accrued costs move on; an
 # event makes a new one at once). Each new listing is a new ETag, i.e. a whole body to every poller.
-
-
-class Listing(NamedTuple):
-    """One cluster listing as served: its JSON, the JSON's ETag, and the JSON gzipped."""
-
-    body: bytes
-    etag: str
-    gzipped: bytes
 
 
 def plan_or_none(spec: ClusterSpec) -> Plan | None:
@@ -74,7 +65,7 @@ class ClusterManager:
         self.decisions: dict[str, Decision] = {}
         self._specs: dict[str, tuple[Any, ClusterSpec, Plan | None, dict[str, Any]]] = {}  # see spec_of
         self._list_version = 0
-        self._list_cache: dict[bool, tuple[int, float, asyncio.Future[Listing]]] = {}  # see list_tagged
+        self._list_cache: dict[bool, tuple[int, float, asyncio.Future[tuple[bytes, str]]]] = {}  # see list_tagged
         self._list_refreshing: set[bool] = set()  # listings being remade in the background (list_tagged)
 
     # -- plumbing -------------------------------------------------------------------
@@ -192,16 +183,14 @@ class ClusterManager:
         accrued = await accrued_all(self.state)
         return [dict(self.view(r), accrued_cost=round(accrued.get(r["id"], 0.0), 6)) for r in rows]
 
-    async def list_tagged(self, include_gone: bool = False) -> Listing:
-        """``{"clusters": list(...)}`` as JSON, gzipped, and its ETag, shared by concurrent requests and reused
-        for up to `LIST_TTL` seconds unless an event says something changed.
+    async def list_tagged(self, include_gone: bool = False) -> tuple[bytes, str]:
+        """``{"clusters": list(...)}`` as JSON and its ETag, shared by concurrent requests and reused for up
+        to `LIST_TTL` seconds unless an event says something changed.
 
         Many clients (TUIs, notebooks polling) ask for the same listing; making it (SQLite rows,
         a view per cluster, ~150 kB of JSON for 100 clusters) once per request put the p99 at 50
         concurrent clients far over 10 ms. The ETag is a hash of the bytes, so equal tags mean an
-        equal listing and a client that has it can be answered 304 without the body. When the listing does
-        change, every poller fetches it at once: gzipped (~10 kB instead of ~160 kB for 100 clusters, made
-        once per listing) that burst cost a third of the time. Once the TTL is
+        equal listing and a client that has it can be answered 304 without the body. Once the TTL is
         over, the last listing is answered while the next is made (ages and costs lag by that long);
         after an event every request waits for a new one, so a change is never answered with an old list.
         """
@@ -226,21 +215,19 @@ class ClusterManager:
             raise
 
     def _make_listing(self, include_gone: bool, version: int, started: float,
-                      publish_now: bool = True) -> asyncio.Future[Listing]:
+                      publish_now: bool = True) -> asyncio.Future[tuple[bytes, str]]:
         """Start making a listing; it is cached at once (requests share it) or, for a background refresh,
         once made (requests keep the last one meanwhile) and only if no event made it stale."""
-        async def make() -> Listing:
+        async def make() -> tuple[bytes, str]:
             body = json.dumps({"clusters": await self.list(include_gone)}, separators=(",", ":")).encode()
-            # level 1: 16x smaller already; mtime 0: equal listings give equal bytes
-            gzipped = await asyncio.to_thread(gzip.compress, body, 1, mtime=0)
-            return Listing(body, '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"', gzipped)
+            return body, '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
 
         task = asyncio.ensure_future(make())
         if publish_now:
             self._list_cache[include_gone] = (version, started, task)
             return task
 
-        def publish(done: asyncio.Future[Listing]) -> None:
+        def publish(done: asyncio.Future[tuple[bytes, str]]) -> None:
             self._list_refreshing.discard(include_gone)
             if done.cancelled() or done.exception() is not None:
                 log.warning("making the cluster listing failed: %r", None if done.cancelled() else done.exception())
