@@ -201,6 +201,12 @@ def explain_aws_error(exc: BaseException, login: Login | None) -> RECCError:
                                      hint="check ~/.aws/config, then `recc login --profile NAME`")
     if isinstance(exc, EndpointConnectionError):
         return RECCError("AWS STS is not reachable from here", hint="check the network / proxy; see `recc doctor`")
+    if isinstance(exc, OSError) and exc.filename:
+        # botocore reads files the environment names (e.g. AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE, left by an
+        # earlier `recc env` whose daemon has gone) and lets the OSError through
+        return RECCError(f"the AWS credentials of this environment could not be read: {exc.strerror}: "
+                         f"{exc.filename}", hint="unset the AWS_* variable that names it (AWS_CONTAINER_* from "
+                         f"an old `recc env`?), or {fix}")
     return RECCError(f"the AWS call failed ({type(exc).__name__})", hint="see `recc doctor`")
 
 

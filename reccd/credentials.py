@@ -189,7 +189,7 @@ class DaemonCredentials:
             else:
                 issued = self._from_base(base, sts)
             identity = _identity(issued, base.region_name)
-        except (ClientError, BotoCoreError) as exc:
+        except (ClientError, BotoCoreError, OSError) as exc:  # OSError: a credentials file the chain names is gone
             raise explain_aws_error(exc, login) from None
         return issued, identity
 

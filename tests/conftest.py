@@ -91,6 +91,18 @@ def check_leaks(request):
         pytest.fail(f"test left listening ports behind: {sorted(leaked_ports)}")
 
 
+@pytest.fixture(autouse=True)
+def restore_environ():
+    """Each test ends with this process's environment as it began. The library sets variables in its own
+    process (`RSHClient` points AWS SDKs at the daemon's credentials endpoint; a job sets RECC_DAEMON): left
+    in a test process, they reached later tests' daemons, which then read a token file long gone."""
+    saved = dict(os.environ)
+    yield
+    if dict(os.environ) != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.fixture
 def recc_dirs(monkeypatch):
     """Private RECC folders for this test, exported to this process and its children."""

@@ -218,3 +218,22 @@ def test_library_uses_the_daemon_only_without_credentials_of_its_own(recc_dirs, 
         assert own.stdout.strip() == "False None"  # explicit credentials win; nothing is set
     finally:
         d.cleanup()
+
+
+def test_a_credentials_file_the_environment_names_but_is_gone_is_a_clear_error(recc_dirs, monkeypatch, tmp_path):
+    """A stale `recc env` in the daemon's environment (its token file is gone) is reported with the fix, not
+    raised: it was an unhandled error, a 500 on GET /v1/credentials."""
+    from reccd.credentials import DaemonCredentials
+
+    for key in [k for k in os.environ if k.startswith("AWS_")]:
+        monkeypatch.delenv(key)
+    for key, value in recc_dirs.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1:9/aws-credentials")
+    monkeypatch.setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", str(tmp_path / "gone.token"))
+    status = DaemonCredentials().check()
+    assert status["state"] == "error", status
+    assert "could not be read" in status["message"] and "gone.token" in status["message"], status
+    assert "AWS_CONTAINER_" in status["hint"], status
