@@ -167,11 +167,11 @@ def cluster(mb: int, runs: int, tasks: int, route_runs: int, settle: float = 4.0
 
 
 def api(clusters: int, requests: int, timeout: float = 300, poll_seconds: float | None = None,
-        settle: float = 3.0) -> list[dict[str, Any]]:
+        settle: float = 3.0, load_seconds: float = 12.0) -> list[dict[str, Any]]:
     if poll_seconds is None:
         poll_seconds = 2 if requests < 5000 else 5
     out = _run("daemon_api.py", "--clusters", str(clusters), "--requests", str(requests), "--poll-seconds",
-               str(poll_seconds), "--settle", str(settle), timeout=timeout)
+               str(poll_seconds), "--settle", str(settle), "--load-seconds", str(load_seconds), timeout=timeout)
     d = json.loads(out.strip().splitlines()[-1])
     kb = d["listing_bytes"] / 1000
     rows = [row(f"daemon API GET /v1/clusters ({clusters} clusters, {label}) {q} at {n} client{'s' if n > 1 else ''} "
@@ -297,12 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     # (name, run) per sub-bench; each has a time bound (`_run`'s timeout), so the whole run has one too
     if args.smoke:  # every code path once, nothing repeated: tests/test_bench_smoke.py checks the shape only
         plan = [("tunnel", lambda: tunnel(4, 1, 10, quick=True, timeout=120)), ("tui", lambda: tui(50, 1)),
-                ("api", lambda: api(10, 100, timeout=120, poll_seconds=0.5, settle=0.5)),
+                ("api", lambda: api(10, 100, timeout=120, poll_seconds=0.5, settle=0.5, load_seconds=0.3)),
                 ("workloads", lambda: workloads("small", timeout=120, repeat=1))]
     elif args.quick:  # about 2.5 minutes on 2 cores: fewer round trips and runs, the gather routes measured once
         plan = [("tunnel", lambda: tunnel(64, 3, 100, quick=True, timeout=120)),
                 ("cluster", lambda: cluster(64, 2, 100, 0, timeout=120)),  # pauses as in full mode: spares refill
-                ("api", lambda: api(100, 2000, timeout=120)),
+                ("api", lambda: api(100, 2000, timeout=120, load_seconds=6)),  # over one listing change
                 ("read_df", lambda: read_df(10, 3, timeout=60)), ("tui", lambda: tui(1000, 3, timeout=60)),
                 ("workloads", lambda: workloads("medium", timeout=150))]  # small is all overhead: no speedup to see
     else:

@@ -12,8 +12,10 @@ Clients are asyncio connections in this process (one per simulated client, keep-
 sending its next request when the last one is answered): with 50 of them the daemon always
 has 50 requests in flight, so p99 includes the queueing behind the others. The headline
 figures are conditional requests, as the library and the TUI make them (``If-None-Match`` with
-the ETag last received: 304 while the listing is unchanged; it is remade at most once a second,
-ages and costs moving on); the ``full_`` figures ask for the whole body every time.
+the ETag last received: 304 while the listing is unchanged). They run for ``--load-seconds``, so that
+they include the listing's changes: every bench cluster reports task activity at each heartbeat, so
+the listing changes every time the daemon remakes it (every 5 s, `reccd.manager.LIST_REFRESH`) and
+then every client fetches the whole body at once. The ``full_`` figures ask for the whole body every time.
 ``daemon_cpu_ms`` is the daemon's own CPU per answer (its process's CPU time over the run divided by
 the requests): what the API costs, apart from the clients' share of the machine's cores.
 """
@@ -25,6 +27,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -88,16 +91,25 @@ def serve() -> None:
     sys.exit(main([]))
 
 
+# the response head's fields, found without splitting it (the clients share a core with the daemon: the less
+# each spends per answer, the less of the latency measured is the clients' own queueing)
+_LENGTH = re.compile(rb"\r\ncontent-length: *(\d+)", re.IGNORECASE)
+_ETAG = re.compile(rb"\r\netag: *([^\r]*)", re.IGNORECASE)
+
+
 async def _client(sock: str, n: int, latencies: list[float], conditional: bool = True,
-                  every: float = 0.0) -> None:
-    """``n`` requests on one keep-alive connection, back to back or (``every`` > 0) one every ``every``
-    seconds from a random phase, as a polling client does. ``conditional``: like the library and the TUI,
-    send the ETag of the listing last received (``If-None-Match``); an unchanged listing is a 304."""
+                  every: float = 0.0, until: float = float("inf")) -> None:
+    """``n`` requests on one keep-alive connection (fewer if ``until``, a `time.perf_counter`, comes
+    first), back to back or (``every`` > 0) one every ``every`` seconds from a random phase, as a polling
+    client does. ``conditional``: like the library and the TUI, send the ETag of the listing last received
+    (``If-None-Match``); an unchanged listing is a 304."""
     reader, writer = await asyncio.open_unix_connection(sock)
     etag = b""
     due = time.perf_counter() + random.uniform(0, every)
     try:
         for _ in range(n):
+            if time.perf_counter() >= until:
+                break
             if every:
                 await asyncio.sleep(max(0.0, due - time.perf_counter()))
                 due += every
@@ -105,22 +117,25 @@ async def _client(sock: str, n: int, latencies: list[float], conditional: bool =
             writer.write(b"GET /v1/clusters HTTP/1.1\r\nHost: localhost\r\n"
                          + (b"If-None-Match: " + etag + b"\r\n" if conditional and etag else b"") + b"\r\n")
             head = await reader.readuntil(b"\r\n\r\n")
-            fields = dict(line.split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line)
-            fields = {k.strip().lower(): v.strip() for k, v in fields.items()}
             if not head.startswith(b"HTTP/1.1 304"):
-                await reader.readexactly(int(fields.get(b"content-length", b"0")))
-            etag = fields.get(b"etag", etag)
+                length = _LENGTH.search(head)
+                await reader.readexactly(int(length.group(1)) if length else 0)
+            tag = _ETAG.search(head)
+            etag = tag.group(1) if tag else etag
             latencies.append(time.perf_counter() - start)
     finally:
         writer.close()
 
 
-async def load(sock: str, clients: int, total: int, conditional: bool = True, every: float = 0.0) -> dict[str, float]:
+async def load(sock: str, clients: int, total: int, conditional: bool = True, every: float = 0.0,
+               seconds: float | None = None) -> dict[str, float]:
+    """``total`` requests over ``clients`` clients, or as many as they make in ``seconds``."""
     latencies: list[float] = []
-    per = max(1, total // clients)
+    per = max(1, total // clients) if seconds is None else 1 << 40
     await asyncio.gather(*(_client(sock, 3, [], conditional) for _ in range(clients)))  # warm up
     start = time.perf_counter()
-    await asyncio.gather(*(_client(sock, per, latencies, conditional, every) for _ in range(clients)))
+    until = start + seconds if seconds is not None else float("inf")
+    await asyncio.gather(*(_client(sock, per, latencies, conditional, every, until) for _ in range(clients)))
     wall = time.perf_counter() - start
     latencies.sort()
     return {"p50_ms": 1000 * statistics.median(latencies),
@@ -144,7 +159,9 @@ def rss_mib(pid: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clusters", type=int, default=100)
-    parser.add_argument("--requests", type=int, default=2000, help="requests per load level")
+    parser.add_argument("--requests", type=int, default=2000, help="requests per load level asking for the body")
+    parser.add_argument("--load-seconds", type=float, default=12.0,
+                        help="length of each conditional load level (longer than the listing's 5 s reuse)")
     parser.add_argument("--poll-seconds", type=float, default=3.0, help="length of the polling run")
     parser.add_argument("--settle", type=float, default=3.0,
                         help="seconds to wait once the clusters run, before measuring (a keep-alive round)")
@@ -181,7 +198,8 @@ def main() -> None:
         for mode, conditional in (("", True), ("full_", False)):
             for clients in (1, 50):
                 used = cpu_seconds(daemon.pid)
-                result = asyncio.run(load(str(socket_path()), clients, args.requests, conditional))
+                result = asyncio.run(load(str(socket_path()), clients, args.requests, conditional,
+                                          seconds=args.load_seconds if conditional else None))
                 # the daemon's own CPU per answer: what the API costs, whatever the clients' share of the cores
                 result["daemon_cpu_ms"] = 1000 * (cpu_seconds(daemon.pid) - used) / result.pop("requests")
                 out.update({f"{mode}{k}_{clients}": v for k, v in result.items()})

@@ -66,6 +66,24 @@ def daemon_token() -> str:
         return ""
 
 
+def live_row(row: dict[str, Any], now: float) -> dict[str, Any]:
+    """A listing row with what moves on every second added for ``now``: ``age_seconds``, ``accrued_cost``
+    (extrapolated from the row's ``accrual``) and the harvest's ``seconds_left`` (from its deadline).
+
+    The daemon leaves them out of the listing so that its bytes, and so its ETag, change only when a
+    cluster does: a poller is answered 304 and still shows a cost and an age that tick."""
+    row["age_seconds"] = round((row.get("deleted_at") or now) - row["created_at"], 1)
+    accrual = row.get("accrual") or {}
+    cost = accrual.get("cost", 0.0)
+    if accrual.get("at") is not None:
+        cost += accrual.get("per_hour", 0.0) * max(0.0, now - accrual["at"]) / 3600.0
+    row["accrued_cost"] = round(cost, 6)
+    harvest = row.get("harvest")
+    if harvest and harvest.get("deadline") is not None:
+        harvest["seconds_left"] = max(0.0, harvest["deadline"] - now)
+    return row
+
+
 class DaemonClient:
     """One client per daemon address; cheap to create, one connection per request."""
 
@@ -208,18 +226,21 @@ class DaemonClient:
     # -- API ------------------------------------------------------------------------------
 
     def list_clusters(self, include_gone: bool = False) -> list[dict[str, Any]]:
-        """The clusters (fresh dicts on every call). A client that polls sends the ETag of the listing it
-        last got, and an unchanged listing comes back as a 304 without its body (cheap for the daemon)."""
+        """The clusters (fresh dicts on every call), with their ages, accrued costs and harvest countdowns
+        as of now (`live_row`). A client that polls sends the ETag of the listing it last got, and an
+        unchanged listing comes back as a 304 without its body (cheap for the daemon)."""
         path = "/v1/clusters" + ("?all=1" if include_gone else "")
         cached = self._listings.get(path)
         extra = {"If-None-Match": cached[0]} if cached else {}
         response, data, raw = self._exchange("GET", path, extra=extra)
         if response.status == 304 and cached:
-            return json.loads(cached[1])["clusters"]  # parsed again: callers may change what they get
-        etag = response.getheader("ETag")
-        if etag:
-            self._listings[path] = (etag, raw)
-        return data["clusters"]
+            data = json.loads(cached[1])  # parsed again: callers may change what they get
+        else:
+            etag = response.getheader("ETag")
+            if etag:
+                self._listings[path] = (etag, raw)
+        now = time.time()
+        return [live_row(row, now) for row in data["clusters"]]
 
     def create_cluster(self, spec: dict[str, Any], name: str | None = None,
                        confirm_cost: bool = False) -> dict[str, Any]:

@@ -35,11 +35,22 @@ async def cluster_cost(state: State, cid: str, now: float | None = None) -> floa
     return _cost(samples, samples[0][0] if samples else 0.0, now or time.time())
 
 
-async def accrued_all(state: State, now: float | None = None) -> dict[str, float]:
-    """Dollars accrued so far by every cluster with samples, by cluster id."""
-    by_cluster = await state.samples()
-    now = now or time.time()  # after the read: a sample recorded meanwhile must not lie after `now`
-    return {cid: _cost(samples, samples[0][0], now) for cid, samples in by_cluster.items() if samples}
+NO_ACCRUAL: dict[str, Any] = {"cost": 0.0, "at": None, "per_hour": 0.0}  # a cluster that never had nodes
+
+
+async def accruals(state: State) -> dict[str, dict[str, Any]]:
+    """How each cluster with samples accrues, by cluster id: ``{"cost", "at", "per_hour"}``, the dollars
+    accrued up to its last node-count change ``at`` and the dollars per hour from then on (its nodes then x
+    their price). Cost at ``now`` is ``cost + per_hour * (now - at) / 3600``, exactly what `cluster_cost`
+    says; unlike it, this changes only when the node count does (the listing's bytes stay the same)."""
+    out: dict[str, dict[str, Any]] = {}
+    for cid, samples in (await state.samples()).items():
+        if samples:
+            at, nodes, _ = samples[-1]
+            price = next((p for _, n, p in reversed(samples) if n), 0.0)  # as `_cost` prices them
+            out[cid] = {"cost": round(_cost(samples, samples[0][0], at), 6), "at": at,
+                        "per_hour": round(nodes * price, 6)}
+    return out
 
 
 async def report(state: State, by: str, now: float | None = None) -> list[dict[str, Any]]:

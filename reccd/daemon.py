@@ -8,6 +8,7 @@ to it is refused, then state, then the listener, then the info file that says we
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import secrets
@@ -204,6 +205,9 @@ async def serve(job_parent: int | None = None) -> None:
                       asyncio.create_task(refresh_loop(creds))]
         if job_parent:
             background.append(asyncio.create_task(watch_parent(job_parent, stop)))
+        # What start-up made (modules, the app) lives as long as the daemon: out of the collector's sight, a
+        # full collection does not walk those ~70k objects (~30 ms with every request in flight waiting)
+        gc.freeze()
         write_private_file(runtime / "reccd.json", json.dumps(info))
         log.info("reccd %s listening on %s (pid %s)", __version__, info.get("url") or sock, os.getpid())
         print(f"reccd {__version__} listening on {info.get('url') or sock}", flush=True)

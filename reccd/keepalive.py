@@ -160,6 +160,8 @@ class KeepAlive:
                     continue
                 if before is not None and before.nodes != st.nodes:
                     await self.manager.record_nodes(r, st.nodes)
+                if before is None or (before.workers_ready, before.nodes) != (st.workers_ready, st.nodes):
+                    self.manager.changed()  # shown at once, not with the next deferred listing
                 if before is None or before.workers_ready != st.workers_ready:
                     self.manager.bus.publish("cluster.workers", r["name"], id=r["id"], ready=st.workers_ready,
                                              desired=r["target_workers"])

@@ -35,8 +35,12 @@ log = logging.getLogger("reccd.manager")
 
 LOG_TAIL_LINES = 200
 LIVE = [s.value for s in ClusterStatus if s.is_live]
-LIST_TTL = 1.0  # seconds a listing is reused when nothing changed (ages and accrued costs move on; an
-# event makes a new one at once). Each new listing is a new ETag, i.e. a whole body to every poller.
+# Seconds a listing is reused while only heartbeat facts, harvest countdowns and tunnel byte counts moved on
+# (they arrive every HEARTBEAT_INTERVAL, 5 s, anyway). Events and observed changes (status, workers, nodes,
+# tunnel state) make a new one at once (`changed`). Ages and accrued costs are not in the listing's bytes:
+# clients extrapolate them (`accrual`), so they tick between listings. Each new listing is a new ETag, a
+# whole body to every poller at once: the p99 at 50 clients was that burst, once a second with a 1 s reuse.
+LIST_REFRESH = 5.0
 
 
 def plan_or_none(spec: ClusterSpec) -> Plan | None:
@@ -104,8 +108,12 @@ class ClusterManager:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def changed(self) -> None:
+        """Something a listing shows changed (beyond what `LIST_REFRESH` may defer): make the next one anew."""
+        self._list_version += 1
+
     async def event(self, row: dict[str, Any], kind: str, message: str, **data: Any) -> None:
-        self._list_version += 1  # every change to a cluster comes with an event: the cached listing is stale
+        self.changed()  # every change to a cluster comes with an event: the cached listing is stale
         await self.state.add_event(row["id"], kind, message, data)
         self.bus.publish(kind, row["name"], id=row["id"], message=message, **data)
 
@@ -164,7 +172,6 @@ class ClusterManager:
             "cost_per_hour": plan.cost_per_hour if plan else None, "total_cost": row.get("total_cost"),
             "created_at": row["created_at"], "deleted_at": row["deleted_at"],
             "deleted_by": row.get("deleted_by"), "deleted_reason": row.get("deleted_reason"),
-            "age_seconds": round((row["deleted_at"] or time.time()) - row["created_at"], 1),
             "endpoints": {
                 "scheduler": f"tls://127.0.0.1:{tunnels[0].port}" if tunnels else None,
                 "dashboard": f"http://127.0.0.1:{tunnels[1].port}/status" if tunnels else None,
@@ -177,31 +184,33 @@ class ClusterManager:
         }
 
     async def list(self, include_gone: bool = False) -> list[dict[str, Any]]:
-        from reccd.accounting import accrued_all  # late: accounting reads the manager's state
+        """The listing's rows: each view with its `accrual` (no ages or accrued costs, which move on every
+        second; `recc.daemon_client.live_row` adds them, so a listing's bytes change only when it does)."""
+        from reccd.accounting import NO_ACCRUAL, accruals  # late: accounting reads the manager's state
 
         rows = await self.state.list(include_gone)
-        accrued = await accrued_all(self.state)
-        return [dict(self.view(r), accrued_cost=round(accrued.get(r["id"], 0.0), 6)) for r in rows]
+        by_cluster = await accruals(self.state)
+        return [dict(self.view(r), accrual=by_cluster.get(r["id"], NO_ACCRUAL)) for r in rows]
 
     async def list_tagged(self, include_gone: bool = False) -> tuple[bytes, str]:
         """``{"clusters": list(...)}`` as JSON and its ETag, shared by concurrent requests and reused for up
-        to `LIST_TTL` seconds unless an event says something changed.
+        to `LIST_REFRESH` seconds unless `changed` says something changed.
 
         Many clients (TUIs, notebooks polling) ask for the same listing; making it (SQLite rows,
         a view per cluster, ~150 kB of JSON for 100 clusters) once per request put the p99 at 50
         concurrent clients far over 10 ms. The ETag is a hash of the bytes, so equal tags mean an
-        equal listing and a client that has it can be answered 304 without the body. Once the TTL is
-        over, the last listing is answered while the next is made (ages and costs lag by that long);
-        after an event every request waits for a new one, so a change is never answered with an old list.
+        equal listing and a client that has it can be answered 304 without the body. Once the reuse is
+        over, the last listing is answered while the next is made (heartbeat facts lag by that long);
+        after a change every request waits for a new one, so a change is never answered with an old list.
         """
         now = time.monotonic()
         version = self._list_version
         hit = self._list_cache.get(include_gone)
         if hit is not None and hit[0] == version:
-            if now - hit[1] < LIST_TTL or not hit[2].done():
+            if now - hit[1] < LIST_REFRESH or not hit[2].done():
                 return await asyncio.shield(hit[2])
             if not hit[2].cancelled() and hit[2].exception() is None:
-                # only time moved on (ages, accrued costs): answer the last listing at once and make the next
+                # only heartbeat facts may have moved on: answer the last listing at once and make the next
                 # in the background; requests waiting ~20 ms for it every second were the p99 at 50 clients
                 if include_gone not in self._list_refreshing:
                     self._list_refreshing.add(include_gone)
@@ -245,6 +254,7 @@ class ClusterManager:
         from reccd.accounting import cluster_cost
 
         return dict(self.view(row), events=await self.state.events(row["id"]),
+                    age_seconds=round((row["deleted_at"] or time.time()) - row["created_at"], 1),
                     accrued_cost=round(await cluster_cost(self.state, row["id"]), 6))
 
     async def connection(self, name: str) -> dict[str, Any]:
@@ -338,6 +348,7 @@ class ClusterManager:
 
         sched = Tunnel(lambda: upstream("scheduler"))
         dash = DashboardTunnel(lambda: upstream("dashboard"), token=row["dashboard_token"])
+        sched.on_change = dash.on_change = self.changed  # a tunnel going down is listed at once
         await sched.start()
         await dash.start()
         self._tunnels[cid] = (sched, dash)

@@ -28,6 +28,15 @@ OPENAPI: dict[str, Any] = {
         "/v1/openapi.json": {"get": {"summary": "this document", "responses": _ok({"type": "object"})}},
         "/v1/clusters": {
             "get": {"summary": "list clusters",
+                    "description": (
+                        "Rows are `Cluster`s without what moves on every second, so that the listing (and its "
+                        "ETag) changes only when a cluster does: no `age_seconds` (from `created_at` and "
+                        "`deleted_at`) and no `accrued_cost`, but `accrual`: `{cost, at, per_hour}`, the dollars "
+                        "accrued up to `at` (the last node-count change; null if it never had nodes) and the "
+                        "dollars per hour since, so the cost at `now` is `cost + per_hour * (now - at) / 3600`. "
+                        "A harvest's `seconds_left` is as of the last heartbeat; `deadline` is exact. Heartbeat "
+                        "facts and tunnel byte counts reach the listing at most 5 s late; status, workers, nodes "
+                        "and tunnel state at once."),
                     "parameters": [{"name": "all", "in": "query", "schema": {"type": "boolean"},
                                     "description": "include deleted and failed clusters"},
                                    {"name": "If-None-Match", "in": "header", "schema": {"type": "string"},
@@ -111,6 +120,9 @@ OPENAPI: dict[str, Any] = {
             "id": {"type": "string"}, "name": {"type": "string"}, "provider": {"type": "string"},
             "template": {"type": "string"}, "status": {"type": "string"},
             "workers": {"type": "object"}, "cost_per_hour": {"type": "number", "nullable": True},
-            "endpoints": {"type": "object"}, "tunnel": {"type": "object"}}},
+            "endpoints": {"type": "object"}, "tunnel": {"type": "object"},
+            "age_seconds": {"type": "number", "description": "one cluster's GET only (see the listing)"},
+            "accrued_cost": {"type": "number", "description": "one cluster's GET only (see the listing)"},
+            "accrual": {"type": "object", "description": "the listing only: {cost, at, per_hour}"}}},
     }},
 }

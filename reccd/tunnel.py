@@ -86,6 +86,7 @@ class Tunnel:
         self.accepted = 0
         self.bytes_up = self.bytes_down = 0  # of finished connections; info() adds open ones
         self.upstream: Endpoint | None = None  # the last endpoint resolved
+        self.on_change: Callable[[], None] | None = None  # called when `state` changes (the daemon's listing)
         self._not_before = 0.0  # loop time before which no upstream attempt is made
         self._server: asyncio.AbstractServer | None = None
         self._listener: socket.socket | None = None  # the splice path accepts itself
@@ -168,6 +169,8 @@ class Tunnel:
     def _set_state(self, state: str) -> None:
         if self.state != state and self.state != "closed":
             self.state, self.state_since = state, time.time()
+            if self.on_change is not None:
+                self.on_change()
             # An outage retries again and again: tell the log once, not each time.
             quiet = state == "connecting" or (state == "down" and self.retries > 1)
             log.log(logging.DEBUG if quiet else logging.INFO, "%s tunnel on port %s is %s%s", self.kind,

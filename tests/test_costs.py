@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
@@ -9,7 +10,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from recc.costs import Budget, accrue, accrue_by_day, load_budgets, month_start
+from recc.daemon_client import live_row
 from recc.errors import SpecError
+from reccd.accounting import accruals, cluster_cost
+from reccd.state import State
 
 H = 3600.0
 PRICE = 1.008  # m5.xlarge-like on-demand $/node-hour
@@ -170,3 +174,48 @@ def test_load_budgets_errors_name_key_and_problem(budgets, key, problem):
         load_budgets({"budgets": budgets})
     assert info.value.message.startswith(key)
     assert problem in info.value.message
+
+
+def test_a_listing_accrual_extrapolates_to_the_cost_the_daemon_reports(tmp_path) -> None:
+    """The listing carries ``accrual`` (cost at the last node change and $/h since) instead of a cost that
+    moves every second; what a client extrapolates from it is the daemon's own `cluster_cost`, to the cent,
+    at any later time, and it stops growing once the cluster has no nodes."""
+    async def scenario() -> None:
+        state = State(tmp_path / "state.db")
+        await state.open()
+        try:
+            await state.add_sample("c1", 2, PRICE, at=T0)
+            await state.add_sample("c1", 5, PRICE, at=T0 + H)
+            await state.add_sample("c2", 3, PRICE, at=T0)
+            await state.add_sample("c2", 0, 0.0, at=T0 + 2 * H)  # deleted: no more nodes
+            got = await accruals(state)
+            assert got["c1"] == {"cost": pytest.approx(2 * PRICE), "at": T0 + H, "per_hour": pytest.approx(5 * PRICE)}
+            assert got["c2"]["per_hour"] == 0.0 and "never" not in got
+            row = {"created_at": T0, "deleted_at": None}
+            for cid, later in (("c1", T0 + H), ("c1", T0 + 1.5 * H), ("c1", T0 + 3 * H + 17),
+                               ("c2", T0 + 2 * H), ("c2", T0 + 9 * H)):  # a listing is made after its `at`
+                shown = live_row(dict(row, accrual=got[cid]), later)["accrued_cost"]
+                assert cents(shown) == cents(await cluster_cost(state, cid, later))
+            assert cents(live_row(dict(row, accrual=got["c2"]), T0 + 9 * H)["accrued_cost"]) == cents(6 * PRICE)
+        finally:
+            await state.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_listing_row_shows_age_cost_and_countdown_as_of_now() -> None:
+    """What `DaemonClient.list_clusters` adds to each row: the listing's bytes do not move with time, the
+    rows a caller gets do."""
+    row = {"created_at": T0, "deleted_at": None, "accrual": {"cost": 1.0, "at": T0 + 60, "per_hour": 3.6},
+           "harvest": {"action": "keep", "deadline": T0 + 600, "seconds_left": 540.0}}
+    at_120 = live_row(dict(row, harvest=dict(row["harvest"])), T0 + 120)
+    assert at_120["age_seconds"] == 120.0 and at_120["accrued_cost"] == pytest.approx(1.06)
+    assert at_120["harvest"]["seconds_left"] == 480.0
+    at_900 = live_row(dict(row, harvest=dict(row["harvest"])), T0 + 900)
+    assert at_900["harvest"]["seconds_left"] == 0.0  # past the deadline: never negative
+    gone = live_row({"created_at": T0, "deleted_at": T0 + 30, "accrual": {"cost": 0.5, "at": T0 + 30, "per_hour": 0.0},
+                     "harvest": None}, T0 + 5000)
+    assert gone["age_seconds"] == 30.0 and gone["accrued_cost"] == 0.5  # a gone cluster's figures stand still
+    never = live_row({"created_at": T0, "deleted_at": None, "accrual": {"cost": 0.0, "at": None, "per_hour": 0.0}},
+                     T0 + 10)
+    assert never["accrued_cost"] == 0.0

@@ -174,9 +174,15 @@ def test_listing_etag_answers_304_until_a_cluster_comes_or_goes(recc_dirs) -> No
         library.create_cluster({"n_workers": 1, "worker_memory": "1GiB"}, name="tagged")
         status, created_tag, body = _listing(d, etag)
         assert status == 200 and created_tag != etag
-        assert [c["name"] for c in json.loads(body)["clusters"]] == ["tagged"]
+        [listed] = json.loads(body)["clusters"]
+        assert listed["name"] == "tagged"
+        # nothing in the bytes moves with the clock (the tag would change every second): the cost comes as
+        # an accrual the library extrapolates, the age from created_at
+        assert "age_seconds" not in listed and "accrued_cost" not in listed and set(listed["accrual"]) == {
+            "cost", "at", "per_hour"}
         rows = library.list_clusters()  # its cached listing is the empty one: it must not be reused
         assert [c["name"] for c in rows] == ["tagged"]
+        assert rows[0]["accrued_cost"] == 0.0 and 0 <= rows[0]["age_seconds"] < 60
         rows[0]["name"] = "changed by the caller"
         assert [c["name"] for c in library.list_clusters()] == ["tagged"]  # callers get fresh rows
 
