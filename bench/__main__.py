@@ -181,6 +181,12 @@ def api(clusters: int, requests: int, timeout: float = 300, poll_seconds: float 
             for n in (1, 50) for q in ("p50", "p99")]
     rows += [row(f"daemon API GET /v1/clusters ({clusters} clusters) {q} with 50 clients polling 4x/s each "
                  "(If-None-Match; vs 10 ms target)", d[f"poll_{q}_ms_50"], "ms", 10.0) for q in ("p50", "p99")]
+    # the floor: a bare aiohttp app answering a constant 304 to the same 50 clients, in the same run
+    rows += [row(f"daemon API GET /v1/clusters ({clusters} clusters, If-None-Match) {q} at 50 clients vs a bare "
+                 "aiohttp app answering 304 (the HTTP server's floor)", d[f"{q}_ms_50"], "ms", d[f"bare_{q}_ms_50"])
+             for q in ("p50", "p99")]
+    rows.append(row("CPU per 304 at 50 clients: daemon vs a bare aiohttp app", d["daemon_cpu_ms_50"], "ms",
+                    d["bare_cpu_ms_50"]))
     # the daemon's own CPU per answer at 50 clients, whole body vs 304: what a changed listing costs it per poller
     rows.append(row(f"daemon CPU per GET /v1/clusters answer at 50 clients: whole {kb:.0f} kB body vs 304",
                     d["full_daemon_cpu_ms_50"], "ms", d["daemon_cpu_ms_50"]))

@@ -16,6 +16,8 @@ the ETag last received: 304 while the listing is unchanged). They run for ``--lo
 they include the listing's changes: every bench cluster reports task activity at each heartbeat, so
 the listing changes every time the daemon remakes it (every 5 s, `reccd.manager.LIST_REFRESH`) and
 then every client fetches the whole body at once. The ``full_`` figures ask for the whole body every time.
+The ``bare_`` figures are the same 50 conditional clients against an aiohttp app that does nothing
+but answer 304 (`serve_bare`): the floor of the daemon's HTTP server on this machine, measured in the same run.
 ``daemon_cpu_ms`` is the daemon's own CPU per answer (its process's CPU time over the run divided by
 the requests): what the API costs, apart from the clients' share of the machine's cores.
 """
@@ -95,6 +97,28 @@ def serve() -> None:
 # each spends per answer, the less of the latency measured is the clients' own queueing)
 _LENGTH = re.compile(rb"\r\ncontent-length: *(\d+)", re.IGNORECASE)
 _ETAG = re.compile(rb"\r\netag: *([^\r]*)", re.IGNORECASE)
+
+
+def serve_bare(sock: str) -> None:
+    """The floor of the HTTP server the daemon uses: an aiohttp app with no middleware and no work, answering
+    ``GET /v1/clusters`` with a constant 304 (or a 2-byte body without ``If-None-Match``)."""
+    from aiohttp import web
+
+    async def listing(request: web.Request) -> web.Response:
+        headers = {"ETag": '"bare"', "Cache-Control": "no-cache"}
+        if request.headers.get("If-None-Match") == '"bare"':
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=b"{}", content_type="application/json", headers=headers)
+
+    async def run() -> None:
+        app = web.Application()
+        app.router.add_get("/v1/clusters", listing)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.UnixSite(runner, sock).start()
+        await asyncio.Event().wait()
+
+    asyncio.run(run())
 
 
 async def _client(sock: str, n: int, latencies: list[float], conditional: bool = True,
@@ -203,6 +227,22 @@ def main() -> None:
                 # the daemon's own CPU per answer: what the API costs, whatever the clients' share of the cores
                 result["daemon_cpu_ms"] = 1000 * (cpu_seconds(daemon.pid) - used) / result.pop("requests")
                 out.update({f"{mode}{k}_{clients}": v for k, v in result.items()})
+        # the same 50 clients against a bare aiohttp app: what any handler on this HTTP server and machine gets
+        bare_sock = str(base / "bare.sock")
+        bare = subprocess.Popen([sys.executable, "-c", f"from bench.daemon_api import serve_bare; serve_bare({bare_sock!r})"],
+                                env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            while not os.path.exists(bare_sock):
+                if bare.poll() is not None:
+                    raise SystemExit("the bare aiohttp app did not start")
+                time.sleep(0.05)
+            used = cpu_seconds(bare.pid)
+            result = asyncio.run(load(bare_sock, 50, args.requests, True, seconds=args.load_seconds))
+            result["cpu_ms"] = 1000 * (cpu_seconds(bare.pid) - used) / result.pop("requests")
+            out.update({f"bare_{k}_50": v for k, v in result.items()})
+        finally:
+            bare.kill()
+            bare.wait()
         # 50 pollers at 4 requests/s each (faster than the TUI's 5 s or a notebook's wait loop): latency
         # when the daemon is not saturated by construction, as back-to-back clients make it
         result = asyncio.run(load(str(socket_path()), 50, 50 * int(4 * args.poll_seconds), True, 0.25))
