@@ -38,6 +38,7 @@ from reccd.contexts import Context
 from reccd.providers import Checkpoint, ClusterTLS, Endpoint, Endpoints, ProviderStatus
 from reccd.providers.eks.apis import EksApis
 from reccd.providers.eks.capacity import delete_capacity, ensure_group, no_instances
+from reccd.providers.eks.pods import pod_progress
 from reccd.providers.eks.routes import AutoEndpoint, PortForwardEndpoint
 
 LB_CACHE_SECONDS = 30.0  # how long an auto route trusts its last look at the Service's load balancer
@@ -154,30 +155,7 @@ class EksProvider(EksApis):
         ready_nodes = sum(1 for n in nodes["items"] if any(
             c.get("type") == "Ready" and c.get("status") == "True" for c in n.get("status", {}).get("conditions") or []))
         pods = await self.k8s("core", "list_namespaced_pod", names.namespace, as_json=True)
-        out: dict[str, Any] = {"instances": instances, "nodes": ready_nodes, "scheduler": False,
-                               "workers_running": 0, "pending": [], "failed": []}
-        for p in pods["items"]:
-            meta, status = p["metadata"], p.get("status") or {}
-            if meta.get("deletionTimestamp"):
-                continue
-            comp = (meta.get("labels") or {}).get("app.kubernetes.io/component")
-            phase = status.get("phase")
-            if phase == "Running":
-                if comp == "scheduler":
-                    out["scheduler"] = True
-                else:
-                    out["workers_running"] += 1
-            elif phase == "Pending":
-                why = [c.get("message") or c.get("reason") for c in status.get("conditions") or []
-                       if c.get("status") == "False"]
-                for cs in status.get("containerStatuses") or []:
-                    waiting = (cs.get("state") or {}).get("waiting") or {}
-                    if waiting.get("reason"):
-                        why.append(f"{waiting['reason']}: {waiting.get('message') or ''}".strip(": "))
-                out["pending"].append(f"{meta['name']} ({'; '.join(w for w in why if w) or 'Pending'})")
-            elif phase in ("Failed", "Succeeded"):
-                out["failed"].append(f"{meta['name']} ({phase})")
-        return out
+        return {"instances": instances, "nodes": ready_nodes, **pod_progress(pods["items"])}
 
     async def _wait_ready(self, names: M.Names, cp: Checkpoint, n_workers: int) -> None:
         ctx = self.context
@@ -190,8 +168,9 @@ class EksProvider(EksApis):
         while True:
             prog = await self._progress(names, cp)
             if prog["failed"]:
-                raise ProviderError(f"EKS cluster {names.cluster!r}: pods ended: {', '.join(prog['failed'])}",
-                                    hint=f"see `recc logs {names.cluster}`")
+                raise ProviderError(f"EKS cluster {names.cluster!r}: pods failed: {', '.join(prog['failed'])}",
+                                    hint=f"see `recc logs {names.cluster}`; a scheduler that exits at start is often "
+                                         "an image without recc (docs/eks.md, \"The pod image\")")
             if prog["nodes"] and nodes_seen_at is None:
                 nodes_seen_at = time.monotonic()
                 deadline = max(deadline, nodes_seen_at + ctx.workers_timeout)
