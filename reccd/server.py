@@ -15,6 +15,7 @@ import os
 import socket
 import struct
 import time
+import weakref
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
@@ -69,13 +70,26 @@ def error_response(exc: RECCError) -> web.Response:
     return web.json_response(exc.to_json(), status=exc.http_status)
 
 
+# A connection's peer does not change: its uid is read once per connection, not for every request on it.
+_peer_uids: weakref.WeakKeyDictionary[Any, int | None] = weakref.WeakKeyDictionary()
+
+
 def peer_uid(request: web.Request) -> int | None:
     """The connecting process's uid on a Unix socket (SO_PEERCRED), else None."""
-    sock = request.transport.get_extra_info("socket") if request.transport else None
-    if sock is None or sock.family != socket.AF_UNIX or not hasattr(socket, "SO_PEERCRED"):
+    transport = request.transport
+    if transport is None:
         return None
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
+    try:
+        return _peer_uids[transport]
+    except KeyError:
+        pass
+    sock = transport.get_extra_info("socket")
+    uid = None
+    if sock is not None and sock.family == socket.AF_UNIX and hasattr(socket, "SO_PEERCRED"):
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        uid = struct.unpack("3i", creds)[1]
+    _peer_uids[transport] = uid
+    return uid
 
 
 def _refuse(status: int, code: str, message: str, hint: str | None = None) -> web.Response:
@@ -152,14 +166,16 @@ def make_app(manager: ClusterManager, bus: EventBus, info: dict[str, Any],
 
     @routes.get("/v1/clusters")
     async def list_clusters(request: web.Request) -> web.Response:
-        include_gone = request.query.get("all", "") in ("1", "true", "yes")
+        # (the query is parsed only when there is one: this is the route many clients poll)
+        include_gone = bool(request.query_string) and request.query.get("all", "") in ("1", "true", "yes")
         # pre-encoded and shared by concurrent requests (manager.list_tagged): API latency under load
         listing, etag = await manager.list_tagged(include_gone)
         # pollers (the library, the TUI) send the tag they last got: an unchanged listing is a 304 without
         # its ~150 kB body (100 clusters), which is most of the cost of answering many of them
         given = request.headers.get("If-None-Match", "")
         headers = {"ETag": etag, "Cache-Control": "no-cache"}
-        if given and (given.strip() == "*" or etag in (t.strip().removeprefix("W/") for t in given.split(","))):
+        if given and (given == etag or given.strip() == "*"
+                      or etag in (t.strip().removeprefix("W/") for t in given.split(","))):
             return web.Response(status=304, headers=headers)
         return web.Response(body=listing, content_type="application/json", headers=headers)
 
