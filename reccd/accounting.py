@@ -22,12 +22,15 @@ from reccd.state import State
 log = logging.getLogger("reccd.accounting")
 
 
+def _price(samples: list[tuple[float, int, float]]) -> float:
+    # one cluster has one instance type, so one price; take the latest recorded (a 0-node sample has none)
+    return next((p for _, n, p in reversed(samples) if n), 0.0)
+
+
 def _cost(samples: list[tuple[float, int, float]], start: float, end: float) -> float:
     if not samples:
         return 0.0
-    # one cluster has one instance type, so one price; take the latest recorded
-    price = next((p for _, n, p in reversed(samples) if n), 0.0)
-    return accrue([(t, n) for t, n, _ in samples], price, start, end)
+    return accrue([(t, n) for t, n, _ in samples], _price(samples), start, end)
 
 
 async def cluster_cost(state: State, cid: str, now: float | None = None) -> float:
@@ -47,9 +50,8 @@ async def accruals(state: State) -> dict[str, dict[str, Any]]:
     for cid, samples in (await state.samples()).items():
         if samples:
             at, nodes, _ = samples[-1]
-            price = next((p for _, n, p in reversed(samples) if n), 0.0)  # as `_cost` prices them
             out[cid] = {"cost": round(_cost(samples, samples[0][0], at), 6), "at": at,
-                        "per_hour": round(nodes * price, 6)}
+                        "per_hour": round(nodes * _price(samples), 6)}
     return out
 
 
@@ -65,8 +67,7 @@ async def report(state: State, by: str, now: float | None = None) -> list[dict[s
             continue
         start = samples[0][0]
         if by == "day":
-            price = next((p for _, n, p in reversed(samples) if n), 0.0)
-            for day, dollars in accrue_by_day([(t, n) for t, n, _ in samples], price, start, now).items():
+            for day, dollars in accrue_by_day([(t, n) for t, n, _ in samples], _price(samples), start, now).items():
                 totals[day] = totals.get(day, 0.0) + dollars
             continue
         key = {"cluster": row["name"] + ("" if row["status"] in ("running", "scaling") else f" ({row['id']})"),
